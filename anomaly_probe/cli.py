@@ -1,0 +1,143 @@
+"""``anomaly-probe`` command line: argparse subcommands with grouped arguments.
+
+Every user error ends with one line on stderr and exit code 2; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from anomaly_probe.errors import UserError
+
+EPILOG_RUN = """examples:
+  anomaly-probe run --hypothesis none --max-tokens 512 --num-samples 2
+  anomaly-probe run --hypothesis none --model tiny-neox --max-tokens 300 --method window
+  anomaly-probe run --hypothesis none --method full --engine stepwise --max-tokens 512
+  anomaly-probe run --model EleutherAI/pythia-6.9b --max-tokens 1000 2000 5000 --num-samples 3
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_or_any_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from anomaly_probe.device import DEVICES, DTYPES
+    from anomaly_probe.engines import ENGINE_CHOICES
+    from anomaly_probe.hypotheses_names import HYPOTHESIS_CHOICES
+
+    parser = _Parser(prog="anomaly-probe", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="score baseline vs method and test hypotheses",
+                         epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = run.add_argument_group("what to diagnose")
+    g.add_argument("--hypothesis", nargs="+", default=["all"], metavar="NAME",
+                   help=f"one or more of: {', '.join(HYPOTHESIS_CHOICES)} (default: all)")
+    g = run.add_argument_group("model and text")
+    g.add_argument("--model", default="smollm2-135m",
+                   help="smollm2-135m (default), tiny-neox, a hub ID, a local folder or a .gguf file")
+    g.add_argument("--trained-context", type=_positive_or_any_int, default=None,
+                   help="override the trained context read from the model config (tokens)")
+    g.add_argument("--text", default=None, help=".txt or .jsonl (field 'text'); default: pydoc_data.topics")
+    g.add_argument("--max-tokens", type=_positive_or_any_int, nargs="+", default=[1024], metavar="N",
+                   help="sample length(s) in tokens (default 1024)")
+    g.add_argument("--num-samples", type=_positive_or_any_int, default=1, help="non-overlapping samples per length")
+    g = run.add_argument_group("KV-cache method")
+    g.add_argument("--method", default="streaming_llm", help="streaming_llm (default), window or full")
+    g.add_argument("--sink-size", type=_positive_or_any_int, default=4, help="attention sinks kept (default 4)")
+    g.add_argument("--recent-size", type=_positive_or_any_int, default=252,
+                   help="recent tokens kept (default 252); the window method keeps sink+recent recent tokens")
+    g.add_argument("--position-mode", default="in-cache", help="in-cache (default), absolute or naive")
+    g = run.add_argument_group("execution")
+    g.add_argument("--engine", default="auto", help=f"one of {', '.join(ENGINE_CHOICES)}")
+    g.add_argument("--chunk-size", type=_positive_or_any_int, default=1024,
+                   help="queries per forward in the batched engine")
+    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
+    g.add_argument("--dtype", default="auto", help=f"auto (float32 on CPU, float16 on GPU), {', '.join(DTYPES)}")
+    g.add_argument("--seed", type=_positive_or_any_int, default=0)
+    g.add_argument("--probes", default="none", help="all, none, or NAME,... (attention, cache, process)")
+    g.add_argument("--out", default=None, help="run folder (default reports/<time>-<model>)")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from anomaly_probe.config import RunConfig
+    from anomaly_probe.console import comparisons_table, console, runs_table
+    from anomaly_probe.hypotheses_names import resolve_hypotheses
+    from anomaly_probe.runner import Session, prepare_run_dir, run_units, validate_config
+
+    config = RunConfig(
+        model=args.model, trained_context=args.trained_context, text=args.text, max_tokens=args.max_tokens,
+        num_samples=args.num_samples, method=args.method, sink_size=args.sink_size, recent_size=args.recent_size,
+        position_mode=args.position_mode, engine=args.engine, chunk_size=args.chunk_size, device=args.device,
+        dtype=args.dtype, seed=args.seed, out=args.out, hypotheses=resolve_hypotheses(args.hypothesis),
+        probes=args.probes,
+    )
+    validate_config(config)
+    run_dir = prepare_run_dir(config)
+    try:
+        session = Session(config, run_dir)
+    except BaseException:
+        _remove_if_empty(run_dir)
+        raise
+    console.print(f"[bold]anomaly-probe[/] {session.loaded.spec} ({session.loaded.arch}, trained context "
+                  f"{session.loaded.trained_context}) on {session.device.type}/{session.environment['dtype']}; "
+                  f"text {session.ids.numel()} tokens; run folder {run_dir}")
+    run_units(session, session.baseline_and_method_units())
+    session.compute_comparisons()
+    session.status = "complete"
+    session.save()
+    console.print(runs_table(session.runs))
+    console.print(comparisons_table(session.comparisons))
+    console.print(f"results: {run_dir / 'results.json'}")
+    return 0
+
+
+def _remove_if_empty(path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 failed check or internal error, 2 bad input)."""
+    from anomaly_probe.console import err_console
+
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return {"run": cmd_run}[args.command](args)
+    except UserError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("ANOMALY_PROBE_DEBUG"):
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err_console.print(f"internal error: {type(exc).__name__}: {msg[:300]} "
+                          "(set ANOMALY_PROBE_DEBUG=1 for a traceback)", markup=False, soft_wrap=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Batched scoring of the full cache: the standard perplexity computation.
+
+The sample goes through the model in chunks of ``chunk_size`` queries that attend to everything before
+them (a growing ``DynamicCache``); mathematically this is one forward over the whole sample, but the
+logits (T x vocab) and the attention scores never exist for all T at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
+from anomaly_probe.engines.scores import TokenScores
+from anomaly_probe.errors import UserError
+from anomaly_probe.methods.base import CacheMethod
+
+DEFAULT_CHUNK = 1024
+
+
+@torch.no_grad()
+def score_batched(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
+                  progress: Progress = no_progress, chunk_size: int = DEFAULT_CHUNK) -> TokenScores:
+    """Score ``ids`` with the full cache in chunked forwards.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        HF causal LM (eval mode).
+    ids : torch.Tensor
+        Token ids, shape (T,).
+    method : CacheMethod
+        Must be the full cache.
+    chunk_size : int
+        Queries per forward.
+    """
+    from transformers import DynamicCache
+
+    if not method.is_full:
+        raise UserError(f"the batched engine scores the full cache only, not {method.label()}; "
+                        "use --engine stepwise or auto")
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    T = ids.numel()
+    cache = DynamicCache(config=model.config)
+    rss = RssMeter()
+    nll_parts, correct_parts = [], []
+    start = time.perf_counter()
+    for lo in range(0, T - 1, chunk_size):
+        hi = min(lo + chunk_size, T - 1)  # queries lo..hi-1 predict lo+1..hi
+        position_ids = torch.arange(lo, hi, device=device)[None]
+        out = model(input_ids=ids[lo:hi][None], cache=cache, position_ids=position_ids, use_cache=True)
+        nll, correct = score_logits(out.logits[0], ids[lo + 1:hi + 1])
+        nll_parts.append(nll)
+        correct_parts.append(correct)
+        progress(hi - lo)
+        rss.sample()
+    seconds = time.perf_counter() - start
+    pos = np.arange(T - 1, dtype=np.int64)
+    return TokenScores(
+        nll=torch.cat(nll_parts).numpy(), correct=torch.cat(correct_parts).numpy(), query_pos=pos,
+        n_keys=pos + 1, seconds=seconds, peak_rss_bytes=rss.peak, engine="batched",
+    )

@@ -1,0 +1,87 @@
+"""The reference engine: one token per forward, evicting after each step (the seed's loop).
+
+Every other engine is proven equal to this one on per-token NLL.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from anomaly_probe.engines.cache_ops import InCacheRotator, check_cache, evict
+from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
+from anomaly_probe.engines.scores import TokenScores
+from anomaly_probe.methods.base import CacheMethod
+
+FLUSH_EVERY = 64  # steps between moving scores off the device
+
+
+@torch.no_grad()
+def score_stepwise(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
+                   progress: Progress = no_progress) -> TokenScores:
+    """Score ``ids`` token by token under ``method``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        HF causal LM (eval mode).
+    ids : torch.Tensor
+        Token ids of one sample, shape (T,), T >= 2.
+    method : CacheMethod
+        Cache policy; its position mode decides the RoPE positions (see :mod:`anomaly_probe.methods.base`).
+    progress : callable
+        Called with the number of tokens scored since the last call.
+
+    Returns
+    -------
+    TokenScores
+        T - 1 entries.
+    """
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    T = ids.numel()
+    cache = DynamicCache(config=model.config)
+    mode = "absolute" if method.is_full else method.position_mode
+    rotator = None
+    if mode == "in-cache":
+        from anomaly_probe.models.rope import find_rope
+
+        rotator = InCacheRotator(find_rope(model), model.config.num_hidden_layers)
+
+    rss = RssMeter()
+    logits_buf: list[torch.Tensor] = []
+    nll_parts, correct_parts = [], []
+    qpos = np.zeros(T - 1, dtype=np.int64)
+    nkeys = np.zeros(T - 1, dtype=np.int64)
+    start = time.perf_counter()
+    for t in range(T - 1):
+        n_cached = cache.get_seq_length()
+        pos = t if mode == "absolute" else n_cached  # in-cache and naive: the next slot
+        position_ids = None if mode == "naive" else torch.tensor([[pos]], device=device)
+        out = model(input_ids=ids[t:t + 1][None], cache=cache, position_ids=position_ids, use_cache=True)
+        if t == 0:
+            check_cache(cache)
+        logits_buf.append(out.logits[0, -1])  # (V,)
+        qpos[t], nkeys[t] = pos, n_cached + 1
+        keep = method.keep(n_cached + 1)
+        if rotator is not None:
+            rotator.after_step(cache, pos, keep)
+        elif keep is not None:
+            evict(cache, keep)
+        if len(logits_buf) == FLUSH_EVERY or t == T - 2:
+            lo = t + 1 - len(logits_buf)
+            nll, correct = score_logits(torch.stack(logits_buf), ids[lo + 1:t + 2])
+            nll_parts.append(nll)
+            correct_parts.append(correct)
+            progress(len(logits_buf))
+            logits_buf.clear()
+            rss.sample()
+    seconds = time.perf_counter() - start
+    return TokenScores(
+        nll=torch.cat(nll_parts).numpy(), correct=torch.cat(correct_parts).numpy(), query_pos=qpos,
+        n_keys=nkeys, seconds=seconds, peak_rss_bytes=rss.peak, engine="stepwise",
+    )

@@ -1,0 +1,128 @@
+"""Resolve ``--model`` to a loaded model, tokenizer and trained context.
+
+Accepted specs: ``smollm2-135m`` (default), ``tiny-neox``, a ``.gguf`` file, a local folder, or a hub ID
+(works when the weights are cached or reachable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomaly_probe.errors import UserError
+
+BUILTIN_MODELS = ("smollm2-135m", "tiny-neox")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to score.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        HF causal LM in eval mode, on its device and dtype.
+    tokenizer : Any
+        Callable ``tokenizer(text) -> {"input_ids": [...]}``.
+    spec : str
+        What the user asked for.
+    source : str
+        Where the weights came from (file, folder, hub ID).
+    trained_context : int
+        Positions seen in training (config, or ``--trained-context``).
+    """
+
+    model: torch.nn.Module
+    tokenizer: Any
+    spec: str
+    source: str
+    trained_context: int
+
+    @property
+    def arch(self) -> str:
+        return self.model.config.model_type
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+
+def load_model(spec: str, *, device: torch.device, dtype: torch.dtype, trained_context: int | None = None,
+               seed: int = 0) -> LoadedModel:
+    """Load ``spec`` onto ``device`` in ``dtype``.
+
+    Raises
+    ------
+    UserError
+        Unknown spec, weights not available offline, or no trained context found.
+    """
+    model, tokenizer, source = _load(spec, dtype, seed)
+    model = model.to(device=device, dtype=dtype).eval()
+    model.requires_grad_(False)
+    ctx = trained_context or _trained_context(model.config)
+    if ctx is None:
+        raise UserError(f"cannot read the trained context of {spec!r} from its config; pass --trained-context N")
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, source=source, trained_context=int(ctx))
+
+
+def _load(spec: str, dtype: torch.dtype, seed: int):
+    if spec == "tiny-neox":
+        from anomaly_probe.models.tiny_neox import build_tiny_neox
+
+        model, tok = build_tiny_neox(seed=seed)
+        return model, tok, "random GPT-NeoX built in code (seeded)"
+    if spec == "smollm2-135m":
+        from anomaly_probe.models.gguf_cache import load_gguf
+        from anomaly_probe.models.smollm2 import find_gguf
+
+        path = find_gguf()
+        model, tok = load_gguf(path, dtype)
+        return model, tok, str(path)
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"GGUF file {spec!r} not found")
+        from anomaly_probe.models.gguf_cache import load_gguf
+
+        model, tok = load_gguf(path, dtype)
+        return model, tok, str(path.resolve())
+    if path.is_dir():
+        return (*_from_pretrained(str(path), dtype, spec), str(path.resolve()))
+    if path.exists():
+        raise UserError(f"--model {spec!r} is a file; give a folder with config.json, a .gguf file or a hub ID")
+    if "/" not in spec or spec.startswith((".", "/", "~")):
+        import difflib
+
+        close = difflib.get_close_matches(spec, BUILTIN_MODELS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UserError(
+            f"Unknown model {spec!r}.{hint} Available: {', '.join(BUILTIN_MODELS)}, a hub ID (org/name), "
+            "a local folder or a .gguf file"
+        )
+    return (*_from_pretrained(spec, dtype, spec), f"hub:{spec}")
+
+
+def _from_pretrained(where: str, dtype: torch.dtype, spec: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+    except (OSError, ValueError) as exc:  # missing files, no network, not a causal LM
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot load {spec!r} ({first[:160]}); for a hub ID the weights must be cached or reachable "
+            "(download them first, or pass a local folder)"
+        ) from None
+    return model, tok
+
+
+def _trained_context(config) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

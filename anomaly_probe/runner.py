@@ -1,0 +1,194 @@
+"""Run the baseline and the method over every length and sample, and write the run folder.
+
+The :class:`Session` owns the loaded model, the token samples and the run folder. Anything that
+needs a scored run (the CLI, the hypothesis experiments) asks :meth:`Session.score` for a
+:class:`~anomaly_probe.units.Unit`; a unit is scored once and shared.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anomaly_probe.config import RunConfig
+from anomaly_probe.device import dtype_name, resolve_device, resolve_dtype
+from anomaly_probe.engines import ENGINES, pick_engine
+from anomaly_probe.environment import describe_environment
+from anomaly_probe.errors import UserError
+from anomaly_probe.methods import FullCache, build_method
+from anomaly_probe.methods.base import CacheMethod
+from anomaly_probe.results import SCHEMA_VERSION, compare, save_tokens, write_json
+from anomaly_probe.units import Unit
+
+REPORTS_DIR = Path("reports")
+
+
+def validate_config(config: RunConfig) -> CacheMethod:
+    """Cheap checks done before any model is loaded; returns the method under test."""
+    if not config.max_tokens:
+        raise UserError("--max-tokens needs at least one value")
+    for n in config.max_tokens:
+        if n < 2:
+            raise UserError(f"--max-tokens {n}: need at least 2 tokens (one input and one target)")
+    if config.num_samples < 1:
+        raise UserError(f"--num-samples {config.num_samples}: need at least 1 sample")
+    if config.chunk_size < 1:
+        raise UserError(f"--chunk-size {config.chunk_size}: must be >= 1")
+    if config.trained_context is not None and config.trained_context < 1:
+        raise UserError(f"--trained-context {config.trained_context}: must be >= 1")
+    method = build_method(config.method, sink_size=config.sink_size, recent_size=config.recent_size,
+                          position_mode=config.position_mode)
+    pick_engine(config.engine, FullCache())
+    pick_engine(config.engine, method)
+    return method
+
+
+def prepare_run_dir(config: RunConfig) -> Path:
+    """Create the run folder; refuse one that already holds a run or cannot be written."""
+    if config.out:
+        run_dir = Path(config.out).expanduser()
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = REPORTS_DIR / f"{stamp}-{re.sub(r'[^A-Za-z0-9._-]+', '_', config.model)}"
+    if (run_dir / "results.json").exists():
+        raise UserError(f"--out {str(run_dir)!r} already holds a run; choose another folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out {str(run_dir)!r} is not writable ({exc.strerror or exc}); choose another folder") from None
+    return run_dir
+
+
+class Session:
+    """A loaded model, its samples and a run folder.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The resolved configuration.
+    run_dir : Path
+        Output folder (from :func:`prepare_run_dir`).
+    """
+
+    def __init__(self, config: RunConfig, run_dir: Path) -> None:
+        from anomaly_probe.models import load_model
+        from anomaly_probe.text import read_text, samples, tokenize
+
+        self.config = config
+        self.method = validate_config(config)
+        self.run_dir = run_dir
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        text = read_text(config.text)  # before the model: a bad file fails fast
+        torch.manual_seed(config.seed)
+        self.loaded = load_model(config.model, device=self.device, dtype=self.dtype,
+                                 trained_context=config.trained_context, seed=config.seed)
+        self.ids = tokenize(self.loaded.tokenizer, text)
+        longest = max(config.max_tokens)
+        samples(self.ids, longest, config.num_samples)  # fails with the token count if too short
+        self._samples = {L: samples(self.ids, L, config.num_samples) for L in config.max_tokens}
+        self.environment = describe_environment(self.device, self.dtype,
+                                                self.loaded.model.config._attn_implementation)
+        self.runs: list[dict] = []
+        self.arrays: dict[str, dict[str, np.ndarray]] = {}
+        self.comparisons: list[dict] = []
+        self.verdicts: list[dict] = []
+        self.status = "running"
+
+    # ------------------------------------------------------------------ scoring
+    def unit(self, max_tokens: int, sample: int, method: CacheMethod, engine: str = "auto",
+             intervention: str = "none") -> Unit:
+        return Unit(max_tokens, sample, method, pick_engine(engine, method), intervention)
+
+    def score(self, unit: Unit, progress=None) -> dict:
+        """Score ``unit`` (once; later calls return the saved record)."""
+        for run in self.runs:
+            if run["key"] == unit.key:
+                return run
+        fn = ENGINES.get(unit.engine)
+        kwargs = {"chunk_size": self.config.chunk_size} if unit.engine == "batched" else {}
+        ids = self._samples[unit.max_tokens][unit.sample]
+        scores = fn(self.loaded.model, ids, unit.method, progress=progress or (lambda n: None), **kwargs)
+        tokens_file = f"tokens/{unit.key}.npz"
+        save_tokens(self.run_dir / tokens_file, scores)
+        record = {
+            "key": unit.key,
+            **unit.method.describe(),
+            "label": unit.method.label(),
+            "engine": unit.engine,
+            "intervention": unit.intervention,
+            "dtype": dtype_name(self.dtype),
+            "max_tokens": unit.max_tokens,
+            "sample": unit.sample,
+            **scores.summary(),
+            "tokens_file": tokens_file,
+        }
+        self.runs.append(record)
+        self.arrays[unit.key] = {"nll": scores.nll, "correct": scores.correct, "query_pos": scores.query_pos,
+                                 "n_keys": scores.n_keys}
+        self.save()
+        return record
+
+    def baseline_and_method_units(self) -> list[Unit]:
+        units = []
+        for L in self.config.max_tokens:
+            for s in range(self.config.num_samples):
+                units.append(self.unit(L, s, FullCache(), self.config.engine))
+                units.append(self.unit(L, s, self.method, self.config.engine))
+        return units
+
+    def compute_comparisons(self) -> None:
+        self.comparisons = []
+        base, meth = FullCache(), self.method
+        for L in self.config.max_tokens:
+            per_sample = {}
+            for s in range(self.config.num_samples):
+                ub, um = self.unit(L, s, base, self.config.engine), self.unit(L, s, meth, self.config.engine)
+                if ub.key in self.arrays and um.key in self.arrays:
+                    per_sample[s] = {base.label(): self.arrays[ub.key], meth.label(): self.arrays[um.key]}
+            if per_sample:
+                self.comparisons.append(compare(self.runs, base.label(), meth.label(), L, per_sample))
+
+    # ------------------------------------------------------------------ output
+    def results(self) -> dict:
+        lm = self.loaded
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "status": self.status,
+            "environment": self.environment,
+            "config": self.config.to_dict(),
+            "model": {"spec": lm.spec, "source": lm.source, "arch": lm.arch, "trained_context": lm.trained_context,
+                      "num_layers": lm.num_layers},
+            "method": self.method.describe() | {"label": self.method.label()},
+            "runs": self.runs,
+            "comparisons": self.comparisons,
+            "verdicts": self.verdicts,
+        }
+
+    def save(self) -> None:
+        write_json(self.run_dir / "results.json", self.results())
+
+
+def run_units(session: Session, units: list[Unit]) -> None:
+    """Score ``units`` with rich progress bars (overall ETA plus one bar per unit)."""
+    from anomaly_probe.console import progress_bars
+
+    todo = [u for u in units if u.key not in session.arrays]
+    total = sum(u.max_tokens - 1 for u in todo)
+    with progress_bars(total) as (bars, overall):
+        for u in todo:
+            task = bars.add_task(f"L={u.max_tokens} s={u.sample} {u.method.label()} [{u.engine}]",
+                                 total=u.max_tokens - 1)
+
+            def advance(n: int, task=task) -> None:
+                bars.advance(task, n)
+                bars.advance(overall, n)
+
+            session.score(u, progress=advance)
