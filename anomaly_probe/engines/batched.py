@@ -14,6 +14,7 @@ import torch
 
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
 from anomaly_probe.engines.scores import TokenScores
+from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo, StepObserver
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods.base import CacheMethod
 
@@ -22,7 +23,8 @@ DEFAULT_CHUNK = 1024
 
 @torch.no_grad()
 def score_batched(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
-                  progress: Progress = no_progress, chunk_size: int = DEFAULT_CHUNK) -> TokenScores:
+                  progress: Progress = no_progress, chunk_size: int = DEFAULT_CHUNK,
+                  observer: StepObserver | None = None) -> TokenScores:
     """Score ``ids`` with the full cache in chunked forwards.
 
     Parameters
@@ -35,6 +37,8 @@ def score_batched(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod
         Must be the full cache.
     chunk_size : int
         Queries per forward.
+    observer : StepObserver, optional
+        Called after every forward (one per chunk).
     """
     from transformers import DynamicCache
 
@@ -50,8 +54,16 @@ def score_batched(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod
     start = time.perf_counter()
     for lo in range(0, T - 1, chunk_size):
         hi = min(lo + chunk_size, T - 1)  # queries lo..hi-1 predict lo+1..hi
-        position_ids = torch.arange(lo, hi, device=device)[None]
-        out = model(input_ids=ids[lo:hi][None], cache=cache, position_ids=position_ids, use_cache=True)
+        step_start = time.perf_counter()
+        q = torch.arange(lo, hi)
+        info = StepInfo(q_abs=q, k_abs=torch.arange(hi), q_pos=q, k_pos=torch.arange(hi), sink_size=0)
+        token = CURRENT_STEP.set(info)
+        try:
+            out = model(input_ids=ids[lo:hi][None], cache=cache, position_ids=q.to(device)[None], use_cache=True)
+        finally:
+            CURRENT_STEP.reset(token)
+        if observer is not None:
+            observer.after_forward(info, cache, time.perf_counter() - step_start)
         nll, correct = score_logits(out.logits[0], ids[lo + 1:hi + 1])
         nll_parts.append(nll)
         correct_parts.append(correct)

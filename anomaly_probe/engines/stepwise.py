@@ -13,6 +13,7 @@ import torch
 from anomaly_probe.engines.cache_ops import InCacheRotator, check_cache, evict
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
 from anomaly_probe.engines.scores import TokenScores
+from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo, StepObserver
 from anomaly_probe.methods.base import CacheMethod
 
 FLUSH_EVERY = 64  # steps between moving scores off the device
@@ -20,7 +21,7 @@ FLUSH_EVERY = 64  # steps between moving scores off the device
 
 @torch.no_grad()
 def score_stepwise(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
-                   progress: Progress = no_progress) -> TokenScores:
+                   progress: Progress = no_progress, observer: StepObserver | None = None) -> TokenScores:
     """Score ``ids`` token by token under ``method``.
 
     Parameters
@@ -33,6 +34,8 @@ def score_stepwise(model: torch.nn.Module, ids: torch.Tensor, method: CacheMetho
         Cache policy; its position mode decides the RoPE positions (see :mod:`anomaly_probe.methods.base`).
     progress : callable
         Called with the number of tokens scored since the last call.
+    observer : StepObserver, optional
+        Called after every forward with the step's :class:`StepInfo`, the cache and the step time.
 
     Returns
     -------
@@ -57,21 +60,34 @@ def score_stepwise(model: torch.nn.Module, ids: torch.Tensor, method: CacheMetho
     nll_parts, correct_parts = [], []
     qpos = np.zeros(T - 1, dtype=np.int64)
     nkeys = np.zeros(T - 1, dtype=np.int64)
+    slots_abs = torch.zeros(0, dtype=torch.long)  # (n_cached,) absolute index of each cache slot
+    sink = 0 if method.is_full else method.sink_size
     start = time.perf_counter()
     for t in range(T - 1):
+        step_start = time.perf_counter()
         n_cached = cache.get_seq_length()
         pos = t if mode == "absolute" else n_cached  # in-cache and naive: the next slot
         position_ids = None if mode == "naive" else torch.tensor([[pos]], device=device)
-        out = model(input_ids=ids[t:t + 1][None], cache=cache, position_ids=position_ids, use_cache=True)
+        k_abs = torch.cat([slots_abs, torch.tensor([t])])
+        info = StepInfo(q_abs=torch.tensor([t]), k_abs=k_abs, q_pos=torch.tensor([pos]),
+                        k_pos=method.key_position(torch.tensor(t), k_abs), sink_size=sink)
+        token = CURRENT_STEP.set(info)
+        try:
+            out = model(input_ids=ids[t:t + 1][None], cache=cache, position_ids=position_ids, use_cache=True)
+        finally:
+            CURRENT_STEP.reset(token)
         if t == 0:
             check_cache(cache)
         logits_buf.append(out.logits[0, -1])  # (V,)
         qpos[t], nkeys[t] = pos, n_cached + 1
         keep = method.keep(n_cached + 1)
+        slots_abs = k_abs if keep is None else k_abs[keep]
         if rotator is not None:
             rotator.after_step(cache, pos, keep)
         elif keep is not None:
             evict(cache, keep)
+        if observer is not None:
+            observer.after_forward(info, cache, time.perf_counter() - step_start)
         if len(logits_buf) == FLUSH_EVERY or t == T - 2:
             lo = t + 1 - len(logits_buf)
             nll, correct = score_logits(torch.stack(logits_buf), ids[lo + 1:t + 2])

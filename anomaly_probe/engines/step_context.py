@@ -1,0 +1,55 @@
+"""What the engine is doing right now, published for probes.
+
+Before every forward an engine sets :data:`CURRENT_STEP` to a :class:`StepInfo` describing which
+absolute tokens are queries and keys and at which RoPE positions. Attention probes read it (a context
+variable, not a global), and after the forward the engine calls ``observer.after_forward`` so cache and
+process probes can measure. Engines never import probes: the dependency points one way.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class StepInfo:
+    """One forward pass as the engine sees it.
+
+    Attributes
+    ----------
+    q_abs : torch.Tensor
+        Absolute token index of each query, shape (Tq,), int64, CPU.
+    k_abs : torch.Tensor
+        Absolute token index of each key the attention receives (cache slots then new tokens),
+        shape (Tk,), int64, CPU.
+    q_pos : torch.Tensor
+        RoPE position of each query, shape (Tq,).
+    k_pos : torch.Tensor or None
+        RoPE position of each key, shape (Tk,); ``None`` where it depends on the query
+        (in-cache parallel evaluation).
+    sink_size : int
+        Leading tokens that count as attention sinks for the sink-mass statistic.
+    visible : torch.Tensor or None
+        Boolean (Tq, Tk) mask of which keys each query attends to; ``None`` means causal over ``k_abs``.
+    """
+
+    q_abs: torch.Tensor
+    k_abs: torch.Tensor
+    q_pos: torch.Tensor
+    k_pos: torch.Tensor | None
+    sink_size: int
+    visible: torch.Tensor | None = None
+
+
+CURRENT_STEP: ContextVar[StepInfo | None] = ContextVar("anomaly_probe_current_step", default=None)
+
+
+class StepObserver(Protocol):
+    """Receives a callback after every forward (cache and process probes)."""
+
+    def after_forward(self, info: StepInfo, cache, seconds: float) -> None:  # pragma: no cover - protocol
+        ...
