@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -53,3 +53,19 @@ class StepObserver(Protocol):
 
     def after_forward(self, info: StepInfo, cache, seconds: float) -> None:  # pragma: no cover - protocol
         ...
+
+
+AttentionRecorder = Callable[[torch.nn.Module, torch.Tensor, "torch.Tensor | None"], None]
+"""``recorder(module, logits, visible)`` -- see :data:`ATTENTION_RECORDER`."""
+
+ATTENTION_RECORDER: ContextVar[AttentionRecorder | None] = ContextVar("anomaly_probe_attention_recorder",
+                                                                      default=None)
+"""Set by the attention probe while it is attached.
+
+Any attention function that computes its own scores (the probe's recording wrapper, the parallel
+engine's attention) calls it once per layer and forward with ``module`` (the attention module; its
+``layer_idx`` names the layer), ``logits``: float32 scaled scores before masking, shape
+(B, H, Tq, Tk) with GQA keys already repeated, and ``visible``: boolean keys-attended mask
+broadcastable to (B, H, Tq, Tk), or ``None`` for all keys. Callers may call it several times per
+forward on disjoint query chunks (rows of ``CURRENT_STEP.get().q_abs`` in order) to bound memory.
+"""
