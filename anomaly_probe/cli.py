@@ -19,6 +19,12 @@ EPILOG_RUN = """examples:
 """
 
 
+EPILOG_REPORT = """examples:
+  anomaly-probe report reports/20260101-120000-smollm2-135m
+  anomaly-probe report RUN_A RUN_B --out compare.html
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line on stderr and exit code 2."""
 
@@ -70,6 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_positive_or_any_int, default=0)
     g.add_argument("--probes", default="none", help="all, none, or NAME,... (attention, cache, process)")
     g.add_argument("--out", default=None, help="run folder (default reports/<time>-<model>)")
+    _add_report_arguments(sub.add_parser("report", help="re-render report.html and figures from saved runs",
+                                         epilog=EPILOG_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter))
+    return parser
+
+
+def _add_report_arguments(rep: argparse.ArgumentParser) -> None:
+    rep.description = ("Re-render a run's report (RUN_DIR/report.html, RUN_DIR/figures/*.png) from results.json "
+                       "without loading a model; with several run folders, write one comparison report.")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) written by `anomaly-probe run`")
+    rep.add_argument("--out", default=None, metavar="FILE",
+                     help="HTML file to write (default RUN_DIR/report.html, or FIRST_RUN_DIR/compare.html)")
+
+
+def build_report_parser() -> argparse.ArgumentParser:
+    """``anomaly-probe report`` alone: imports nothing heavy (no torch), so re-rendering stays fast."""
+    parser = _Parser(prog="anomaly-probe")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_report_arguments(sub.add_parser("report", epilog=EPILOG_REPORT,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -100,9 +125,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     session.compute_comparisons()
     session.status = "complete"
     session.save()
+    report = _write_run_report(run_dir)
     console.print(runs_table(session.runs))
     console.print(comparisons_table(session.comparisons))
     console.print(f"results: {run_dir / 'results.json'}")
+    if report is not None:
+        console.print(f"report: {report}")
+    return 0
+
+
+def _write_run_report(run_dir):
+    """The run's report; a failure here is reported but does not fail the finished run."""
+    from anomaly_probe.console import err_console
+    from anomaly_probe.reports import write_report
+
+    try:
+        return write_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 - results.json is saved; the report can be re-rendered
+        err_console.print(f"report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
+                          f"`anomaly-probe report {run_dir}`", markup=False, soft_wrap=True)
+        return None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from anomaly_probe.console import console
+    from anomaly_probe.reports import write_comparison, write_report
+
+    if len(args.run_dirs) == 1:
+        write_report(args.run_dirs[0], out=args.out, console=console)
+    else:
+        write_comparison(args.run_dirs, out=args.out, console=console)
     return 0
 
 
@@ -118,12 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     from anomaly_probe.console import err_console
 
     try:
-        parser = build_parser()
+        words = sys.argv[1:] if argv is None else argv
+        parser = build_report_parser() if words[:1] == ["report"] else build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 2
-        return {"run": cmd_run}[args.command](args)
+        return {"run": cmd_run, "report": cmd_report}[args.command](args)
     except UserError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code

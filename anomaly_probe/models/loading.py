@@ -105,13 +105,34 @@ def _load(spec: str, dtype: torch.dtype, seed: int):
     return (*_from_pretrained(spec, dtype, spec), f"hub:{spec}")
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the HF hub answers at all (avoids huggingface_hub's long retry loop when offline)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _from_pretrained(where: str, dtype: torch.dtype, spec: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    is_hub = not Path(where).is_dir()
+    local_only = is_hub and not _hub_reachable()
     try:
-        tok = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, local_files_only=local_only)
     except (OSError, ValueError) as exc:  # missing files, no network, not a causal LM
+        if local_only:
+            raise UserError(f"hub weights for {spec!r} are not cached and the hub is unreachable (offline); "
+                            "download them on a connected machine or pass a local folder") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"cannot load {spec!r} ({first[:160]}); for a hub ID the weights must be cached or reachable "

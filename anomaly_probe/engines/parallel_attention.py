@@ -1,0 +1,167 @@
+"""The parallel engine's attention: banded, blockwise, with sink scores at the query's in-cache position.
+
+One forward scores many queries whose caches differ (each sees the sinks plus its own recent window),
+so attention takes an explicit (Tq, Tk) ``visible`` mask, passed to the model as a prepared 4D
+``attention_mask`` (transformers hands a 4D mask to the attention function as is). Queries are processed
+in blocks of ``block`` rows; a block only multiplies the sink columns and the contiguous span of other
+columns it can see, so work is ~Tq x (sinks + recent + block), never Tq x Tk, and no T x T map exists.
+
+In-cache positions: a recent key sits at the same distance ``t - j`` below the query as in absolute
+mode, but a sink sits at its slot ``j`` while the query sits at ``min(t, capacity)``. The model rotates
+every query once (its position in the engine's frame); for the sink columns this function rotates the
+query again by ``sink_shift`` (``RopeSpec.rotate``), so ``score(t, sink j) = R(q_pos(t)) q . R(j) k``.
+
+Registration is explicit and scoped: :func:`parallel_attention_enabled` registers the function (and a
+mask function that refuses to build a mask, so a missing 4D mask can never silently become ``None``)
+under :data:`ATTN_NAME`, switches the model to it and restores the previous implementation on exit.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from anomaly_probe.engines.step_context import ATTENTION_RECORDER
+from anomaly_probe.models.rope import RopeSpec
+
+ATTN_NAME = "anomaly_probe_parallel"
+
+
+@dataclass
+class AttentionPlan:
+    """What the attention needs besides q, k, v and the mask, for one forward.
+
+    Attributes
+    ----------
+    blocks : list of tuple of int
+        ``(row_lo, row_hi, col_lo, col_hi)``: query rows of one block and the span of non-sink key
+        columns any of them sees (``col_lo >= n_sink_cols``).
+    n_sink_cols : int
+        Leading key columns that hold attention sinks (scored with the shifted query).
+    sink_shift : torch.Tensor or None
+        Positions to rotate each query by for the sink columns, shape (Tq,), int64; ``None``: no shift.
+    rope : RopeSpec or None
+        The model's rotary embedding; needed only with ``sink_shift``.
+    """
+
+    blocks: list[tuple[int, int, int, int]]
+    n_sink_cols: int = 0
+    sink_shift: torch.Tensor | None = None
+    rope: RopeSpec | None = None
+
+    @classmethod
+    def build(cls, visible: torch.Tensor, block: int, n_sink_cols: int = 0,
+              sink_shift: torch.Tensor | None = None, rope: RopeSpec | None = None) -> "AttentionPlan":
+        """Split the queries of ``visible`` (shape (Tq, Tk), bool) into blocks with their column spans."""
+        if sink_shift is not None and not bool(sink_shift.any()):
+            sink_shift = None
+        if sink_shift is not None and rope is None:
+            raise ValueError("a sink shift needs the model's RopeSpec")
+        Tq, Tk = visible.shape
+        rest = visible[:, n_sink_cols:]  # (Tq, Tk - n_sink_cols)
+        blocks = []
+        for lo in range(0, Tq, block):
+            hi = min(lo + block, Tq)
+            cols = rest[lo:hi].any(dim=0).nonzero().flatten()
+            if cols.numel() == 0:
+                blocks.append((lo, hi, n_sink_cols, n_sink_cols))
+            else:
+                blocks.append((lo, hi, n_sink_cols + int(cols[0]), n_sink_cols + int(cols[-1]) + 1))
+        return cls(blocks=blocks, n_sink_cols=n_sink_cols, sink_shift=sink_shift, rope=rope)
+
+
+CURRENT_PLAN: ContextVar[AttentionPlan | None] = ContextVar("anomaly_probe_attention_plan", default=None)
+
+
+def _gqa_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``q @ k^T`` without repeating kv heads: q (B, H, n, D), k (B, Hkv, m, D) -> (B, H, n, m)."""
+    B, H, n, D = q.shape
+    Hkv = k.shape[1]
+    qg = q.reshape(B, Hkv, (H // Hkv) * n, D)  # (B, Hkv, G*n, D); head h uses kv head h // G
+    return (qg @ k.transpose(-1, -2)).view(B, H, n, k.shape[2])
+
+
+def _gqa_weighted(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``p @ v`` without repeating kv heads: p (B, H, n, m), v (B, Hkv, m, Dv) -> (B, H, n, Dv)."""
+    B, H, n, m = p.shape
+    Hkv = v.shape[1]
+    return (p.reshape(B, Hkv, (H // Hkv) * n, m) @ v).view(B, H, n, v.shape[-1])
+
+
+def parallel_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
+                       **_kwargs) -> tuple[torch.Tensor, None]:
+    """An ``AttentionInterface`` function for the parallel engine (fp32 scores, eval only).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The attention module (its ``layer_idx`` names the layer for the recorder).
+    query : torch.Tensor
+        Post-RoPE queries, shape (B, H, Tq, D).
+    key, value : torch.Tensor
+        Post-RoPE keys and values of the cache plus the new tokens, shape (B, Hkv, Tk, D).
+    attention_mask : torch.Tensor
+        Boolean ``visible`` mask, shape (1 or B, 1, Tq, Tk).
+    scaling : float
+        Logit scale (``head_dim ** -0.5`` for both supported architectures).
+
+    Returns
+    -------
+    tuple
+        Output of shape (B, Tq, H, Dv) in ``query.dtype``, and ``None`` (no weights are returned).
+    """
+    plan = CURRENT_PLAN.get()
+    if plan is None or attention_mask is None or attention_mask.dtype != torch.bool or attention_mask.dim() != 4:
+        raise RuntimeError("the parallel attention runs only inside the parallel engine, with its boolean 4D mask")
+    B, H, Tq, _D = query.shape
+    Tk = key.shape[2]
+    recorder = ATTENTION_RECORDER.get()
+    ns = plan.n_sink_cols
+    kf, vf = key.float(), value.float()  # no copy in float32
+    k_sink, v_sink = kf[:, :, :ns], vf[:, :, :ns]
+    out = query.new_empty(B, Tq, H, value.shape[-1])
+    for lo, hi, c0, c1 in plan.blocks:
+        if recorder is not None:
+            c0, c1 = ns, Tk  # the recorder gets every column
+        q = query[:, :, lo:hi].float()  # (B, H, n, D)
+        parts = []
+        if ns:
+            qs = q if plan.sink_shift is None else plan.rope.rotate(q, plan.sink_shift[lo:hi].to(q.device))
+            parts.append(_gqa_scores(qs, k_sink))  # (B, H, n, ns)
+        parts.append(_gqa_scores(q, kf[:, :, c0:c1]))  # (B, H, n, c1 - c0)
+        logits = (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]) * scaling  # (B, H, n, m)
+        mask = attention_mask[:, :, lo:hi]
+        vis = torch.cat([mask[..., :ns], mask[..., c0:c1]], dim=-1) if ns else mask[..., c0:c1]  # (1|B, 1, n, m)
+        if recorder is not None:
+            recorder(module, logits, vis)
+        probs = torch.softmax(logits.masked_fill(~vis, float("-inf")), dim=-1)  # (B, H, n, m)
+        o = _gqa_weighted(probs[..., ns:], vf[:, :, c0:c1])  # (B, H, n, Dv)
+        if ns:
+            o = o + _gqa_weighted(probs[..., :ns], v_sink)
+        out[:, lo:hi] = o.transpose(1, 2).to(out.dtype)  # (B, n, H, Dv)
+    return out, None
+
+
+def _refuse_mask(*_args, **_kwargs):
+    raise RuntimeError("the parallel attention needs the engine's prepared 4D mask; it builds no mask itself")
+
+
+@contextmanager
+def parallel_attention_enabled(model: torch.nn.Module) -> Iterator[None]:
+    """Register :func:`parallel_attention` and switch ``model`` to it; restore the previous one on exit."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(ATTN_NAME, parallel_attention)
+    AttentionMaskInterface.register(ATTN_NAME, _refuse_mask)
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(ATTN_NAME)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)

@@ -1,0 +1,153 @@
+"""Build the report tree of one run folder (no drawing, no HTML)."""
+
+from __future__ import annotations
+
+import re
+
+from anomaly_probe.hypotheses_names import HYPOTHESES
+from anomaly_probe.reports import roles, tables
+from anomaly_probe.reports.colors import ColorMap
+from anomaly_probe.reports.figures import BUILDERS
+from anomaly_probe.reports.figures.evidence import evidence_figures, evidence_table
+from anomaly_probe.reports.fmt import command_line, n_text, share_ci
+from anomaly_probe.reports.rundata import RunData
+from anomaly_probe.reports.tree import Figure, Report, Section, Text, walk
+
+TITLES = {
+    "numerics": "long-softmax precision loss",
+    "dilution": "attention spread over too many keys",
+    "memory": "memory pressure, swapping, fallbacks",
+    "eval-bias": "one token at a time vs one batched forward",
+    "position": "positions beyond the trained context",
+    "handling": "position handling in the compressed cache",
+    "sinks": "attention sinks",
+}
+
+
+def build_report(data: RunData) -> Report:
+    """The whole report of ``data`` as plain data (see :mod:`anomaly_probe.reports.tree`)."""
+    model = data.section("model")
+    label = roles.method_label(data) or "method"
+    report = Report(title=f"anomaly-probe: {model.get('spec', data.name)} \u2014 full cache vs {label}",
+                    subtitle=f"run folder {data.run_dir}", headline=data.headline)
+    report.sections.append(overview(data))
+    verdicts = {v.get("hypothesis"): v for v in data.verdicts}
+    order = [v.get("hypothesis") for v in tables.ranked(data.verdicts)]
+    order += [h for h in HYPOTHESES if h not in order]
+    for hypothesis in order:
+        section = hypothesis_section(data, str(hypothesis), verdicts.get(hypothesis))
+        if section.blocks:
+            report.sections.append(section)
+    report.sections.append(details(data))
+    unique_figure_ids(report)
+    report.colors = resolve_colors(report, colormap_for([data]))
+    return report
+
+
+def overview(data: RunData) -> Section:
+    section = Section("Overview", id="overview")
+    if data.results.get("status") not in (None, "complete"):
+        section.add(Text(f"This run did not finish (status {data.results.get('status')!r}): the report shows "
+                         "what was saved so far.", "note"))
+    if data.verdicts:
+        section.add(tables.verdict_table(data.verdicts, data.results.get("thresholds")))
+    else:
+        section.add(Text("No hypothesis was tested in this run (no verdicts in results.json); the figures show "
+                         "the baseline against the method.", "note"))
+    section.add(tables.comparisons_table(data))
+    section.blocks += run_builders(data, "overview", None)
+    return section
+
+
+def hypothesis_section(data: RunData, hypothesis: str, verdict: dict | None) -> Section:
+    title = f"{hypothesis}: {TITLES.get(hypothesis, '')}".rstrip(": ")
+    section = Section(title, id=f"h-{slug(hypothesis)}")
+    figures = run_builders(data, hypothesis, verdict)
+    if verdict is not None:
+        section.add(Text(verdict_sentence(verdict)))
+        section.blocks += safe(lambda: evidence_table(hypothesis, verdict), f"{hypothesis} evidence table")
+        section.blocks += safe(lambda: evidence_figures(hypothesis, verdict), f"{hypothesis} evidence figures")
+    elif figures:
+        section.add(Text("No verdict for this hypothesis in this run; its figures are shown for reference.", "note"))
+    section.blocks += figures
+    return section
+
+
+def verdict_sentence(v: dict) -> str:
+    status = str(v.get("status", "?")).upper()
+    text = f"{status}: explained share {share_ci(v.get('explained_share'), v.get('ci_low'), v.get('ci_high'))}"
+    text += f" (95% CI in brackets), n = {n_text(v.get('n'))}."
+    return f"{text} {v.get('message', '')}".strip()
+
+
+def details(data: RunData) -> Section:
+    section = Section("Run details", id="details")
+    section.add(tables.runs_table(data))
+    section.add(tables.environment_table(data))
+    section.add(tables.config_table(data))
+    command = command_line(data.section("environment").get("argv"))
+    if command:
+        section.add(Text("Command line that produced this run (change --out: a folder that already holds a run "
+                         "is refused):"))
+        section.add(Text(command, "code"))
+    section.add(Text(f"Re-render this report without a model: anomaly-probe report {data.run_dir}", "note"))
+    return section
+
+
+def run_builders(data: RunData, name: str, verdict: dict | None) -> list:
+    blocks = []
+    for fn in BUILDERS.get(name, ()):
+        blocks += safe(lambda fn=fn: fn(data, verdict), fn.__name__.replace("_", " "))
+    return blocks
+
+
+def safe(make, what: str) -> list:
+    """Call ``make()``; an exception becomes one short error note, so the rest of the report still renders."""
+    try:
+        return [b for b in (make() or []) if b is not None]
+    except Exception as exc:  # noqa: BLE001 - a broken figure must not break the report
+        return [Text(f"{what} failed: {type(exc).__name__}: {str(exc)[:200]}", "error")]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower() or "x"
+
+
+def unique_figure_ids(report: Report) -> None:
+    seen: set[str] = set()
+    for fig in report.figures():
+        base, i = slug(fig.id), 1
+        fig.id = base
+        while fig.id in seen:
+            i += 1
+            fig.id = f"{base}-{i}"
+        seen.add(fig.id)
+
+
+def colormap_for(datas: list[RunData], alias_methods: bool = True) -> ColorMap:
+    """The colour map: ``full`` is the baseline's colour; the method under test the method's (when aliased)."""
+    aliases = {"full": "baseline", "recompute": "oracle"}
+    for data in datas:
+        for run in roles.role_runs(data, "oracle"):
+            aliases[str(run.get("label"))] = "oracle"
+        label = roles.method_label(data)
+        if alias_methods and label:
+            aliases[label] = "method"
+    cmap = ColorMap(aliases)
+    for data in datas:
+        for run in data.runs:
+            cmap.color(str(run.get("label")))
+            if not roles.plain(run):
+                cmap.color(str(run.get("intervention")))
+    return cmap
+
+
+def resolve_colors(report: Report, cmap: ColorMap) -> dict[str, str]:
+    """Give every colour key used by a figure a colour, then return the whole map as plain data."""
+    for block in walk(report.sections):
+        if isinstance(block, Figure):
+            for spec in [block.spec, *(block.spec.get("panels") or [])]:
+                for s in spec.get("series") or []:
+                    if isinstance(s, dict):
+                        cmap.color(str(s.get("color_key") or s.get("name")))
+    return cmap.as_dict()

@@ -1,0 +1,128 @@
+"""NLL and PPL by position (baseline, method, recompute oracle) and the gap curve with its changepoint."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from anomaly_probe.reports import binning, roles
+from anomaly_probe.reports.colors import linestyle
+from anomaly_probe.reports.figures.common import (POSITION_XLABEL, band, curve, paired, role_label, role_tokens,
+                                                  trained_context_vline)
+from anomaly_probe.reports.rundata import RunData
+from anomaly_probe.reports.tree import Figure
+
+BAND_NOTE = ("Shaded: \u00b11.96 standard errors of the tokens in each bin; neighbouring tokens are correlated, "
+             "so the band understates the uncertainty (the verdicts use a block bootstrap).")
+
+
+def _per_length(data: RunData) -> dict[int, dict[str, list[np.ndarray]]]:
+    out: dict[int, dict[str, list[np.ndarray]]] = {}
+    for role in roles.ROLES:
+        for L, samples in role_tokens(data, role).items():
+            out.setdefault(L, {})[role] = samples
+    return dict(sorted(out.items()))
+
+
+def _position_panels(data: RunData, transform: str) -> list[dict]:
+    panels = []
+    for L, by_role in _per_length(data).items():
+        edges = binning.edges_for(0, L - 2)
+        series = []
+        for role, samples in by_role.items():
+            c = curve(samples, edges)
+            lo, hi = band(c)
+            y = binning.finite_list(c["y"])
+            if transform == "ppl":
+                y, lo, hi = (_exp(v) for v in (y, lo, hi))
+            series.append({"name": role_label(data, role), "y": y, "ci_low": lo, "ci_high": hi, "color_key": role})
+        n = max(len(s) for s in by_role.values())
+        panels.append({"kind": "line", "title": f"{L}-token samples (n = {n} per run)",
+                       "x": binning.finite_list(c["x"]), "series": series,
+                       "vlines": trained_context_vline(data, L), "log_y": transform == "ppl"})
+    return panels
+
+
+def _exp(values: list) -> list:
+    return [math.exp(min(v, 700.0)) if v is not None else None for v in values]
+
+
+def _caption(data: RunData, what: str) -> str:
+    tc = data.trained_context
+    tc_text = f"Dashed line: the model's trained context ({tc} tokens)." if tc else "Trained context unknown."
+    return (f"{what} by query position, mean over bins of positions and over samples; one panel per sample "
+            f"length, one line per run (baseline, method under test, and the recompute oracle where it was run). "
+            f"{tc_text} {BAND_NOTE}")
+
+
+def nll_by_position(data: RunData, verdict: dict | None = None) -> list:
+    panels = _position_panels(data, "nll")
+    if not panels:
+        return []
+    spec = {"kind": "panels", "title": "NLL by position", "xlabel": POSITION_XLABEL,
+            "ylabel": "NLL (nats/token)", "panels": panels, "sharex": False}
+    return [Figure("nll-by-position", spec, _caption(data, "Per-token NLL (nats)"))]
+
+
+def ppl_by_position(data: RunData, verdict: dict | None = None) -> list:
+    panels = _position_panels(data, "ppl")
+    if not panels:
+        return []
+    spec = {"kind": "panels", "title": "Perplexity by position", "xlabel": POSITION_XLABEL,
+            "ylabel": "PPL = exp(mean NLL) (log scale)", "panels": panels, "sharex": False}
+    return [Figure("ppl-by-position", spec, _caption(data, "Perplexity, exp of the binned mean NLL,"))]
+
+
+def gap_curve(data: RunData, verdict: dict | None = None) -> list:
+    by_length = _per_length(data)
+    series, x_max = [], 0
+    for i, (L, by_role) in enumerate(by_length.items()):
+        if "baseline" not in by_role or "method" not in by_role:
+            continue
+        pairs = paired(by_role["baseline"], by_role["method"])
+        edges = binning.edges_for(0, L - 2)
+        c = curve([b - m for b, m in pairs], edges)
+        lo, hi = band(c)
+        series.append({"name": f"{L}-token samples (n = {len(pairs)})", "x": binning.finite_list(c["x"]),
+                       "y": binning.finite_list(c["y"]), "ci_low": lo, "ci_high": hi, "color_key": "gap",
+                       "linestyle": linestyle(i)})
+        x_max = max(x_max, L)
+    if not series:
+        return []
+    vlines = trained_context_vline(data, x_max) + changepoints(verdict)
+    spec = {"kind": "line", "title": "Gap: baseline NLL minus method NLL, by position",
+            "xlabel": POSITION_XLABEL, "ylabel": "NLL gap (nats/token)", "series": series,
+            "vlines": vlines, "hlines": [{"y": 0.0, "label": "no gap"}]}
+    caption = ("Per-token NLL of the baseline minus the method's, on the same tokens; above zero the method "
+               "looks better. One line per sample length. " + BAND_NOTE)
+    if any("changepoint" in v["label"] for v in vlines):
+        caption += " The changepoint is the position verdict's, found from the data."
+    return [Figure("gap-by-position", spec, caption)]
+
+
+def changepoints(verdict: dict | None) -> list[dict]:
+    """Changepoint vlines from the position verdict's evidence.
+
+    Accepts ``evidence["changepoint"]`` (or ``changepoint_position``) as a number, a dict with
+    ``position`` / ``x`` (and optional ``ci_low``, ``ci_high``), or a dict keyed by sample length.
+    """
+    if not verdict or not isinstance(verdict.get("evidence"), dict):
+        return []
+    ev = verdict["evidence"]
+    value = ev.get("changepoint", ev.get("changepoint_position"))
+    out = []
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        out.append({"x": float(value), "label": f"changepoint ({value:g} tokens)"})
+    elif isinstance(value, dict):
+        pos = value.get("position", value.get("x"))
+        if isinstance(pos, (int, float)):
+            label = f"changepoint ({pos:g} tokens"
+            if isinstance(value.get("ci_low"), (int, float)) and isinstance(value.get("ci_high"), (int, float)):
+                label += f", 95% CI {value['ci_low']:g}-{value['ci_high']:g}"
+            out.append({"x": float(pos), "label": label + ")"})
+        else:
+            for length, pos in value.items():
+                if isinstance(pos, (int, float)) and not isinstance(pos, bool):
+                    out.append({"x": float(pos), "label": f"changepoint, {length}-token samples ({pos:g})"})
+    return out

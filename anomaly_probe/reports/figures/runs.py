@@ -1,0 +1,69 @@
+"""PPL of every run with a block-bootstrap CI, grouped by sample length."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from anomaly_probe.reports import binning, roles
+from anomaly_probe.reports.rundata import RunData
+from anomaly_probe.reports.tree import Figure
+
+MAX_GROUPS = 16
+
+
+def _groups(data: RunData) -> dict[str, dict]:
+    """Runs grouped by display name; the engine is named only where one label was scored by several."""
+    engines: dict[str, set] = {}
+    for run in data.runs:
+        engines.setdefault(roles.run_label(run), set()).add(run.get("engine"))
+    baseline = {id(r) for r in roles.role_runs(data, "baseline")}
+    groups: dict[str, dict] = {}
+    for run in data.runs:
+        arrays = data.tokens(run)
+        if arrays is None or "nll" not in arrays or not isinstance(run.get("max_tokens"), int):
+            continue
+        label = roles.run_label(run)
+        several = len(engines[label]) > 1
+        key = f"{label} [{run.get('engine')}]" if several else label
+        if not roles.plain(run):
+            color_key = str(run.get("intervention"))
+        elif several and id(run) not in baseline and run.get("method") == "full":
+            color_key = key  # e.g. the stepwise full cache beside the batched baseline
+        else:
+            color_key = str(run.get("label"))
+        group = groups.setdefault(key, {"color_key": color_key, "by_length": {}})
+        group["by_length"].setdefault(run["max_tokens"], []).append(np.asarray(arrays["nll"], dtype=float))
+    return groups
+
+
+def ppl_by_run(data: RunData, verdict: dict | None = None) -> list:
+    lengths = roles.lengths(data)
+    groups = _groups(data)
+    if not groups or len(groups) > MAX_GROUPS:
+        return []
+    series = []
+    for key, group in groups.items():
+        y, lo, hi = [], [], []
+        for L in lengths:
+            samples = group["by_length"].get(L)
+            mean = float(np.nanmean(np.concatenate(samples))) if samples else None
+            low, high, _ = binning.block_bootstrap_ci(samples) if samples else (None, None, 0)
+            y.append(_exp(mean))
+            lo.append(_exp(low))
+            hi.append(_exp(high))
+        series.append({"name": key, "y": y, "ci_low": lo, "ci_high": hi, "color_key": group["color_key"]})
+    finite = [v for s in series for v in s["y"] if v]
+    spec = {"kind": "bar", "title": "Perplexity per run and sample length",
+            "xlabel": "sample length", "ylabel": "PPL = exp(mean NLL)",
+            "categories": [f"{L} tokens" for L in lengths], "series": series,
+            "log_y": bool(finite) and max(finite) / max(min(finite), 1e-12) > 20}
+    caption = ("Perplexity over all scored tokens of all samples of each run. Error bars: 95% block-bootstrap CI "
+               f"(blocks of {binning.BLOCK_TOKENS} tokens resampled within and across samples, "
+               f"{binning.BOOTSTRAP_DRAWS} draws).")
+    return [Figure("ppl-by-run", spec, caption)]
+
+
+def _exp(x: float | None) -> float | None:
+    return math.exp(min(x, 700.0)) if x is not None and math.isfinite(x) else None

@@ -1,0 +1,182 @@
+"""Draw a figure spec as PNG bytes.
+
+Kinds, beyond docs/FORMATS.md's generic ``line`` / ``bar`` / ``scatter``:
+
+* ``heatmap``: ``x_edges`` (or ``x`` centres), ``y`` (row labels, e.g. layer indices), ``z`` (rows x
+  columns, None for empty cells), ``zlabel``, optional ``vmin`` / ``vmax``;
+* ``panels``: ``panels`` (a list of specs drawn in a grid of ``ncols`` columns), whose ``xlabel``,
+  ``ylabel``, ``zlabel`` and ``log_y`` the panels inherit unless they set their own.
+
+Optional series keys: ``linestyle`` (matplotlib style), ``marker`` (scatter), ``x`` (a series' own x).
+Optional spec key: ``diagonal`` (scatter: draw y = x). Colours come from the report's colour map,
+keyed by ``color_key`` (else the series name). Uses ``matplotlib.figure.Figure`` directly: no pyplot,
+no GUI backend, nothing global beyond a temporary rc context.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+DPI = 100
+WIDTH_IN = 8.0  # one column: 800 px at 100% zoom
+WIDE_IN = 11.0  # two columns
+PANEL_IN = 3.0  # height per row of panels
+STYLE = {
+    "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10, "ytick.labelsize": 10,
+    "legend.fontsize": 10, "figure.titlesize": 14, "axes.grid": True, "grid.alpha": 0.3,
+    "axes.spines.top": False, "axes.spines.right": False, "lines.linewidth": 1.8,
+    "axes.formatter.limits": (-3, 4),  # scientific notation outside 1e-3..1e4, the same in every panel
+}
+VLINE_STYLES = (("#333333", "--"), ("#C00000", ":"), ("#777777", "-."), ("#000000", (0, (5, 2, 1, 2))))
+FALLBACK = "#555555"
+CHAR_PX = 7.2  # approximate width of one legend character at 10 pt and 100 dpi
+INHERITED = ("xlabel", "ylabel", "zlabel", "log_y")
+
+
+def render_png(spec: dict, colors: dict[str, str]) -> bytes:
+    """Draw ``spec`` with the report's colour map; returns PNG bytes (raises on a malformed spec)."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    panels = list(spec["panels"]) if spec.get("kind") == "panels" else [spec]
+    if not panels:
+        raise ValueError("a panels figure without panels")
+    ncols = max(1, min(int(spec.get("ncols", 1)), len(panels)))
+    nrows = math.ceil(len(panels) / ncols)
+    width = WIDTH_IN if ncols == 1 else WIDE_IN
+    height = 4.4 if len(panels) == 1 else 1.3 + PANEL_IN * nrows
+    with rc_context(STYLE):
+        fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        for i, panel in enumerate(panels):
+            merged = {k: spec[k] for k in INHERITED if k in spec} | panel
+            bottom = i + ncols >= len(panels)
+            _draw(fig, axes.flat[i], merged, colors, show_xlabel=bottom or "xlabel" in panel)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        if len(panels) > 1:
+            fig.suptitle(str(spec.get("title", "")))
+        _legend(fig, axes.flat[: len(panels)])
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _legend(fig, axes) -> None:
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label and not label.startswith("_") and label not in seen:
+                seen[label] = handle
+    if seen:
+        longest = max(len(label) for label in seen)
+        fits = int(fig.get_figwidth() * DPI // (longest * CHAR_PX + 50))  # columns that fit the width
+        fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
+                   ncols=max(1, min(3, len(seen), fits)), frameon=False)
+
+
+def _floats(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _color(series: dict, colors: dict[str, str]) -> str:
+    return colors.get(str(series.get("color_key") or series.get("name")), FALLBACK)
+
+
+def _draw(fig, ax, spec: dict, colors: dict[str, str], show_xlabel: bool) -> None:
+    kind = spec.get("kind")
+    draw = {"line": _line, "scatter": _scatter, "bar": _bar, "heatmap": _heatmap}.get(kind)
+    if draw is None:
+        raise ValueError(f"unknown figure kind {kind!r}")
+    draw(fig, ax, spec, colors)
+    for k, v in enumerate(spec.get("vlines") or []):
+        color, ls = VLINE_STYLES[k % len(VLINE_STYLES)]
+        effects = None
+        if kind == "heatmap":  # white with a dark outline: visible on the colour map and in the legend
+            from matplotlib import patheffects
+
+            color, effects = "white", [patheffects.withStroke(linewidth=3.2, foreground="#222222")]
+        ax.axvline(float(v["x"]), color=color, linestyle=ls, linewidth=1.6, label=v.get("label"),
+                   path_effects=effects)
+    for v in spec.get("hlines") or []:
+        ax.axhline(float(v["y"]), color="#888888", linestyle=":", linewidth=1.3, label=v.get("label"))
+    if spec.get("log_y") and kind != "heatmap":
+        ax.set_yscale("log", nonpositive="mask")
+        _plain_log_ticks(ax)
+    ax.set_title(str(spec.get("title", "")))
+    if show_xlabel:
+        ax.set_xlabel(str(spec.get("xlabel", "")))
+    ax.set_ylabel(str(spec.get("ylabel", "")))
+
+
+def _plain_log_ticks(ax) -> None:
+    """Under two decades, label log ticks as plain numbers (``3``, not ``3 x 10^0``)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 100:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}") if hi / lo < 10 else NullFormatter())
+
+
+def _line(fig, ax, spec: dict, colors: dict[str, str]) -> None:
+    for s in spec["series"]:
+        x, y = _floats(s.get("x", spec.get("x"))), _floats(s["y"])
+        color = _color(s, colors)
+        marker = "o" if x.size <= 25 else None
+        ax.plot(x, y, color=color, linestyle=s.get("linestyle", "-"), marker=marker, markersize=4,
+                label=str(s.get("name", "")))
+        if s.get("ci_low") is not None and s.get("ci_high") is not None:
+            ax.fill_between(x, _floats(s["ci_low"]), _floats(s["ci_high"]), color=color, alpha=0.15, linewidth=0)
+
+
+def _scatter(fig, ax, spec: dict, colors: dict[str, str]) -> None:
+    lo, hi = math.inf, -math.inf
+    for s in spec["series"]:
+        x, y = _floats(s.get("x", spec.get("x"))), _floats(s["y"])
+        ax.scatter(x, y, s=12, alpha=0.5, marker=s.get("marker", "o"), color=_color(s, colors),
+                   edgecolors="none", label=str(s.get("name", "")))
+        both = np.concatenate([x, y])
+        if np.isfinite(both).any():
+            lo, hi = min(lo, np.nanmin(both)), max(hi, np.nanmax(both))
+    if spec.get("diagonal") and lo < hi:
+        ax.plot([lo, hi], [lo, hi], color="#333333", linestyle="--", linewidth=1.2, label="y = x")
+
+
+def _bar(fig, ax, spec: dict, colors: dict[str, str]) -> None:
+    cats = [str(c) for c in spec["categories"]]
+    n = len(spec["series"])
+    width = 0.8 / max(n, 1)
+    base = np.arange(len(cats), dtype=np.float64)
+    for j, s in enumerate(spec["series"]):
+        pos = base + (j - (n - 1) / 2) * width
+        h = _floats(s["y"])
+        ax.bar(pos, h, width * 0.92, color=_color(s, colors), label=str(s.get("name", "")))
+        if s.get("ci_low") is not None and s.get("ci_high") is not None:
+            lo, hi = _floats(s["ci_low"]), _floats(s["ci_high"])
+            ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(h)
+            err = np.vstack([np.abs(h - lo), np.abs(hi - h)])[:, ok]
+            ax.errorbar(pos[ok], h[ok], yerr=err, fmt="none", ecolor="#222222", capsize=3, linewidth=1.2)
+    ax.set_xticks(base, cats, rotation=20 if len(cats) > 6 or max(map(len, cats), default=0) > 14 else 0,
+                  ha="right" if len(cats) > 6 else "center")
+    ax.grid(axis="x", visible=False)
+
+
+def _heatmap(fig, ax, spec: dict, colors: dict[str, str]) -> None:
+    z = np.array([_floats(row) for row in spec["z"]], dtype=np.float64)  # (rows, columns)
+    if "x_edges" in spec:
+        xe = _floats(spec["x_edges"])
+    else:
+        xc = _floats(spec["x"])
+        step = np.diff(xc).mean() if xc.size > 1 else 1.0
+        xe = np.concatenate([xc - step / 2, xc[-1:] + step / 2])
+    rows = list(spec.get("y") or range(z.shape[0]))
+    ye = np.arange(len(rows) + 1) - 0.5
+    mesh = ax.pcolormesh(xe, ye, z, cmap="viridis", vmin=spec.get("vmin"), vmax=spec.get("vmax"), shading="flat")
+    fig.colorbar(mesh, ax=ax, label=str(spec.get("zlabel", "")))
+    if len(rows) <= 16:
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.grid(False)

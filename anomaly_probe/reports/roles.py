@@ -1,0 +1,84 @@
+"""Which saved run plays which part: baseline, method under test, recompute oracle, interventions.
+
+The naming follows docs/FORMATS.md ("Interventions"). Functions return run dicts grouped by
+``(max_tokens, sample)`` so that figures compare runs on the same tokens.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from anomaly_probe.reports.rundata import RunData
+
+ROLES = ("baseline", "method", "oracle")
+PRECISION_PREFIX = "attn-"
+
+
+def plain(run: dict) -> bool:
+    return run.get("intervention", "none") in ("none", None, "")
+
+
+def method_label(data: RunData) -> str | None:
+    """Label of the method under test (results ``method.label``, else the comparisons' method)."""
+    label = data.section("method").get("label")
+    if isinstance(label, str):
+        return label
+    return next((c.get("method") for c in data.comparisons if isinstance(c.get("method"), str)), None)
+
+
+def role_runs(data: RunData, role: str) -> list[dict]:
+    """Plain runs of one role.
+
+    ``baseline``: full cache, no intervention, preferring a non-stepwise engine (the baseline is
+    scored batched; a stepwise full-cache run is the eval-bias check). ``method``: the method under
+    test, no intervention. ``oracle``: method ``recompute``.
+    """
+    runs = [r for r in data.runs if plain(r)]
+    if role == "baseline":
+        full = [r for r in runs if r.get("method") == "full"]
+        fast = [r for r in full if r.get("engine") != "stepwise"]
+        return fast or full
+    if role == "method":
+        label = method_label(data)
+        return [r for r in runs if label is not None and r.get("label") == label and r.get("method") != "full"]
+    if role == "oracle":
+        return [r for r in data.runs if r.get("method") == "recompute"]
+    raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+
+
+def by_length_sample(runs: list[dict]) -> dict[int, dict[int, dict]]:
+    """``{max_tokens: {sample: run}}`` (the first run wins where a pair repeats)."""
+    out: dict[int, dict[int, dict]] = defaultdict(dict)
+    for r in runs:
+        L, s = r.get("max_tokens"), r.get("sample", 0)
+        if isinstance(L, int):
+            out[L].setdefault(s, r)
+    return dict(sorted(out.items()))
+
+
+def lengths(data: RunData) -> list[int]:
+    """Every sample length in the run, ascending."""
+    return sorted({r["max_tokens"] for r in data.runs if isinstance(r.get("max_tokens"), int)})
+
+
+def engine_runs(data: RunData, engine: str) -> list[dict]:
+    """Plain full-cache runs scored by ``engine`` (the eval-bias pair)."""
+    return [r for r in data.runs if plain(r) and r.get("method") == "full" and r.get("engine") == engine]
+
+
+def precision_runs(data: RunData) -> dict[str, list[dict]]:
+    """Runs of the numerics experiment, keyed by intervention (``attn-fp32``, ``attn-fp16-emulated`` ...)."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for r in data.runs:
+        name = r.get("intervention") or ""
+        if isinstance(name, str) and name.startswith(PRECISION_PREFIX):
+            out[name].append(r)
+    return dict(sorted(out.items()))
+
+
+def run_label(run: dict) -> str:
+    """A run's display name: its label, plus engine and intervention where they are not the default."""
+    label = str(run.get("label") or run.get("method") or run.get("key", "?"))
+    if not plain(run):
+        label += f" [{run.get('intervention')}]"
+    return label

@@ -1,0 +1,124 @@
+"""A saved run folder, read back without a model: results.json plus lazily loaded npz arrays.
+
+Every problem with the folder itself (missing, no results.json, corrupt JSON, unknown schema) is a
+:class:`~anomaly_probe.errors.UserError`. A missing or unreadable npz is not: the figures that need
+it are skipped and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from anomaly_probe.errors import UserError
+from anomaly_probe.results import SCHEMA_VERSION
+
+
+def load_run(run_dir: str | Path) -> "RunData":
+    """Read and check ``RUN_DIR/results.json``.
+
+    Raises
+    ------
+    UserError
+        The folder is missing, has no results.json, the file is not a JSON object, or its
+        ``schema_version`` is not one this version reads.
+    """
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise UserError(f"{str(run_dir)!r} is not a folder (expected a run folder holding results.json)")
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise UserError(f"{str(run_dir)!r} has no results.json; is it a run folder from `anomaly-probe run`?")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{str(path)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {str(path)!r}: {exc}") from None
+    if not isinstance(results, dict):
+        raise UserError(f"{str(path)!r} holds a {type(results).__name__}, not a results object")
+    version = results.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{str(path)!r} has schema_version {version!r}; this anomaly-probe reads "
+                        f"schema_version {SCHEMA_VERSION} only")
+    return RunData(run_dir, results)
+
+
+@dataclass
+class RunData:
+    """One run folder.
+
+    Attributes
+    ----------
+    run_dir : Path
+        The folder.
+    results : dict
+        The parsed results.json.
+    """
+
+    run_dir: Path
+    results: dict
+    _arrays: dict = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ results.json fields
+    def section(self, name: str) -> dict:
+        value = self.results.get(name)
+        return value if isinstance(value, dict) else {}
+
+    def listing(self, name: str) -> list[dict]:
+        value = self.results.get(name)
+        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    @property
+    def runs(self) -> list[dict]:
+        return self.listing("runs")
+
+    @property
+    def verdicts(self) -> list[dict]:
+        return self.listing("verdicts")
+
+    @property
+    def comparisons(self) -> list[dict]:
+        return self.listing("comparisons")
+
+    @property
+    def trained_context(self) -> int | None:
+        value = self.section("model").get("trained_context")
+        return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    @property
+    def name(self) -> str:
+        """Short name for the run (the folder name)."""
+        return self.run_dir.resolve().name
+
+    @property
+    def headline(self) -> str | None:
+        text = self.results.get("headline")
+        return text if isinstance(text, str) and text.strip() else None
+
+    def verdict(self, hypothesis: str) -> dict | None:
+        return next((v for v in self.verdicts if v.get("hypothesis") == hypothesis), None)
+
+    # ------------------------------------------------------------------ npz arrays
+    def tokens(self, run: dict) -> dict[str, np.ndarray] | None:
+        """Per-token arrays of ``run`` (``nll``, ``correct``, ``query_pos``, ``n_keys``), or None."""
+        return self._npz(run.get("tokens_file"))
+
+    def trace(self, run: dict) -> dict[str, np.ndarray] | None:
+        """Probe trace of ``run`` (columnar arrays keyed by dotted name), or None when not probed."""
+        return self._npz(run.get("trace_file"))
+
+    def _npz(self, rel: str | None) -> dict[str, np.ndarray] | None:
+        if not isinstance(rel, str) or not rel:
+            return None
+        if rel not in self._arrays:
+            try:
+                with np.load(self.run_dir / rel, allow_pickle=False) as z:
+                    self._arrays[rel] = {k: z[k] for k in z.files}
+            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+                self._arrays[rel] = None
+        return self._arrays[rel]

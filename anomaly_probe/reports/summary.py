@@ -1,0 +1,48 @@
+"""The console summary of a report: headline, verdict table and where the files went (rich)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anomaly_probe.reports.render import Rendered
+from anomaly_probe.reports.tree import Report, Table, walk
+
+STATUS_STYLE = {"supported": "bold green", "refuted": "dim", "inconclusive": "yellow", "error": "bold red"}
+
+
+def rich_table(table: Table):
+    """A report :class:`Table` as a rich table (cell tags become styles)."""
+    from rich.table import Table as RichTable
+
+    out = RichTable(title=table.title, title_justify="left")
+    numeric = [bool(table.rows) and all(row[i].tag == "num" for row in table.rows) for i in range(len(table.columns))]
+    for name, right in zip(table.columns, numeric):
+        out.add_column(name, justify="right" if right else "left", overflow="fold")
+    for row in table.rows:
+        out.add_row(*[f"[{STATUS_STYLE[c.tag]}]{_escape(c.text)}[/]" if c.tag in STATUS_STYLE else _escape(c.text)
+                      for c in row])
+    return out
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def print_summary(report: Report, rendered: dict[str, Rendered], html_path: Path, console) -> None:
+    """Print the headline, the verdict table (when there is one) and the output paths on ``console``."""
+    if report.headline:
+        console.print(f"[bold]{_escape(report.headline)}[/]")
+    verdicts = next((b for b in walk(report.sections) if isinstance(b, Table) and b.title == "Verdicts"), None)
+    if verdicts is not None:
+        console.print(rich_table(verdicts))
+    drawn = [r for r in rendered.values() if r.png]
+    folders = sorted({str(r.path.parent) for r in drawn if r.path})
+    failed = [fid for fid, r in rendered.items() if not r.png]
+    problems = len(report.errors()) + len(failed)
+    console.print(f"report: {_escape(str(html_path))}", highlight=False)
+    console.print(f"figures: {len(drawn)} PNG" + (f" in {_escape(', '.join(folders))}" if folders else ""),
+                  highlight=False)
+    if problems:
+        console.print(f"[yellow]{problems} figure(s) or table(s) could not be built; the report says which.[/]")

@@ -1,0 +1,37 @@
+"""Shared fixtures: the tiny GPT-NeoX (fast tier) and SmolLM2-135M (slow tier)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer) of the seeded random GPT-NeoX, trained context 128."""
+    from anomaly_probe.models.tiny_neox import build_tiny_neox
+
+    return build_tiny_neox(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_ids(tiny):
+    """700 byte tokens of the default text: long enough to slide small windows many times."""
+    from anomaly_probe.text import default_text, tokenize
+
+    return tokenize(tiny[1], default_text())[:700]
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The default real model (float32, CPU)."""
+    from anomaly_probe.models import load_model
+
+    return load_model("smollm2-135m", device=torch.device("cpu"), dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def smol_ids(smollm2):
+    from anomaly_probe.text import default_text, tokenize
+
+    return tokenize(smollm2.tokenizer, default_text())
