@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
     g.add_argument("--dtype", default="auto", help=f"auto (float32 on CPU, float16 on GPU), {', '.join(DTYPES)}")
     g.add_argument("--seed", type=_positive_or_any_int, default=0)
+    g.add_argument("--stepwise-tokens", type=_positive_or_any_int, default=2048,
+                   help="eval-bias: the token loop scores this prefix of each sample (0: all; default 2048)")
     g.add_argument("--probes", default="none", help="all, none, or NAME,... (attention, cache, process)")
     g.add_argument("--out", default=None, help="run folder (default reports/<time>-<model>)")
     _add_report_arguments(sub.add_parser("report", help="re-render report.html and figures from saved runs",
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_report_arguments(rep: argparse.ArgumentParser) -> None:
-    rep.description = ("Re-render a run's report (RUN_DIR/report.html, RUN_DIR/figures/*.png) from results.json "
+    rep.description = ("Re-render a run's report (RUN_DIR/report.html, RUN_DIR/figures/*.png) from results.json\n"
                        "without loading a model; with several run folders, write one comparison report.")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) written by `anomaly-probe run`")
     rep.add_argument("--out", default=None, metavar="FILE",
@@ -100,16 +102,17 @@ def build_report_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from anomaly_probe.config import RunConfig
-    from anomaly_probe.console import comparisons_table, console, runs_table
+    from anomaly_probe.console import comparisons_table, console, runs_table, verdicts_table
     from anomaly_probe.hypotheses_names import resolve_hypotheses
-    from anomaly_probe.runner import Session, prepare_run_dir, run_units, validate_config
+    from anomaly_probe.pipeline import run_pipeline
+    from anomaly_probe.runner import Session, prepare_run_dir, validate_config
 
     config = RunConfig(
         model=args.model, trained_context=args.trained_context, text=args.text, max_tokens=args.max_tokens,
         num_samples=args.num_samples, method=args.method, sink_size=args.sink_size, recent_size=args.recent_size,
         position_mode=args.position_mode, engine=args.engine, chunk_size=args.chunk_size, device=args.device,
         dtype=args.dtype, seed=args.seed, out=args.out, hypotheses=resolve_hypotheses(args.hypothesis),
-        probes=args.probes,
+        probes=args.probes, stepwise_tokens=args.stepwise_tokens,
     )
     validate_config(config)
     run_dir = prepare_run_dir(config)
@@ -121,13 +124,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"[bold]anomaly-probe[/] {session.loaded.spec} ({session.loaded.arch}, trained context "
                   f"{session.loaded.trained_context}) on {session.device.type}/{session.environment['dtype']}; "
                   f"text {session.ids.numel()} tokens; run folder {run_dir}")
-    run_units(session, session.baseline_and_method_units())
-    session.compute_comparisons()
-    session.status = "complete"
-    session.save()
+    run_pipeline(session)
     report = _write_run_report(run_dir)
     console.print(runs_table(session.runs))
     console.print(comparisons_table(session.comparisons))
+    if session.verdicts:
+        console.print(verdicts_table(session.verdicts))
+        console.print(f"[bold]headline:[/] {session.headline}", soft_wrap=True)
     console.print(f"results: {run_dir / 'results.json'}")
     if report is not None:
         console.print(f"report: {report}")

@@ -10,8 +10,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 from rich.table import Table
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+import sys as _sys
+
+# Not a terminal (CI logs, pipes): rich would fold tables at 80 columns; logs are read wide.
+console = Console(stderr=False, width=None if _sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if _sys.stderr.isatty() else 200)
 
 
 @contextmanager
@@ -52,4 +55,25 @@ def comparisons_table(comparisons: list[dict]) -> Table:
         table.add_row(str(c["max_tokens"]), str(c["num_samples"]), c["baseline"], c["method"],
                       _fmt(c["baseline_ppl"], ".3f"), _fmt(c["method_ppl"], ".3f"), _fmt(c["nll_gap_mean"], "+.4f"),
                       _fmt(100 * c["acc_diff"], "+.2f"))
+    return table
+
+
+STATUS_STYLE = {"supported": "bold green", "refuted": "red", "inconclusive": "yellow", "error": "bold magenta"}
+
+
+def verdicts_table(verdicts: list[dict]) -> Table:
+    """Ranked verdicts: status, explained share with its 95% CI, n and the sentence."""
+    table = Table(title="Verdicts (ranked by explained share)", title_justify="left", show_lines=False)
+    for col, just in (("tokens", "right"), ("hypothesis", "left"), ("status", "left"), ("share [95% CI]", "right"),
+                      ("n tok/blk/smp", "right"), ("message", "left")):
+        table.add_column(col, justify=just, overflow="fold", ratio=1 if col == "message" else None,
+                         no_wrap=col != "message")
+    for v in verdicts:
+        share = v.get("explained_share")
+        share_txt = "n/a" if share is None else f"{share:.2f} [{_fmt(v.get('ci_low'), '.2f')}, {_fmt(v.get('ci_high'), '.2f')}]"
+        n = v.get("n") or {}
+        n_txt = "/".join(str(n.get(k, "-")) for k in ("tokens", "blocks", "samples"))
+        status = v["status"]
+        table.add_row(str(v.get("max_tokens") or ""), v["hypothesis"], f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
+                      share_txt, n_txt, v.get("message", ""))
     return table

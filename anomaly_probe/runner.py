@@ -19,6 +19,7 @@ from anomaly_probe.device import dtype_name, resolve_device, resolve_dtype
 from anomaly_probe.engines import ENGINES, pick_engine
 from anomaly_probe.environment import describe_environment
 from anomaly_probe.errors import UserError
+from anomaly_probe.interventions import apply_intervention
 from anomaly_probe.methods import FullCache, build_method
 from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.results import SCHEMA_VERSION, compare, save_tokens, write_json
@@ -36,6 +37,8 @@ def validate_config(config: RunConfig) -> CacheMethod:
             raise UserError(f"--max-tokens {n}: need at least 2 tokens (one input and one target)")
     if config.num_samples < 1:
         raise UserError(f"--num-samples {config.num_samples}: need at least 1 sample")
+    if config.stepwise_tokens < 0 or config.stepwise_tokens == 1:
+        raise UserError(f"--stepwise-tokens {config.stepwise_tokens}: use 0 (whole sample) or >= 2")
     if config.chunk_size < 1:
         raise UserError(f"--chunk-size {config.chunk_size}: must be >= 1")
     if config.trained_context is not None and config.trained_context < 1:
@@ -100,12 +103,17 @@ class Session:
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
         self.comparisons: list[dict] = []
         self.verdicts: list[dict] = []
+        self.failures: list[dict] = []
+        self.headline = ""
+        self.extra: dict = {}
         self.status = "running"
 
     # ------------------------------------------------------------------ scoring
     def unit(self, max_tokens: int, sample: int, method: CacheMethod, engine: str = "auto",
-             intervention: str = "none") -> Unit:
-        return Unit(max_tokens, sample, method, pick_engine(engine, method), intervention)
+             intervention: str = "none", prefix: int | None = None) -> Unit:
+        if prefix is not None and prefix >= max_tokens:
+            prefix = None
+        return Unit(max_tokens, sample, method, pick_engine(engine, method), intervention, prefix)
 
     def score(self, unit: Unit, progress=None) -> dict:
         """Score ``unit`` (once; later calls return the saved record)."""
@@ -114,8 +122,10 @@ class Session:
                 return run
         fn = ENGINES.get(unit.engine)
         kwargs = {"chunk_size": self.config.chunk_size} if unit.engine == "batched" else {}
-        ids = self._samples[unit.max_tokens][unit.sample]
-        scores = fn(self.loaded.model, ids, unit.method, progress=progress or (lambda n: None), **kwargs)
+        ids = self._samples[unit.max_tokens][unit.sample][:unit.n_tokens]
+        intervention_info: dict = {}
+        with apply_intervention(unit.intervention, self.loaded.model, intervention_info):
+            scores = fn(self.loaded.model, ids, unit.method, progress=progress or (lambda n: None), **kwargs)
         tokens_file = f"tokens/{unit.key}.npz"
         save_tokens(self.run_dir / tokens_file, scores)
         record = {
@@ -124,6 +134,8 @@ class Session:
             "label": unit.method.label(),
             "engine": unit.engine,
             "intervention": unit.intervention,
+            "intervention_info": intervention_info,
+            "prefix": unit.prefix,
             "dtype": dtype_name(self.dtype),
             "max_tokens": unit.max_tokens,
             "sample": unit.sample,
@@ -170,25 +182,49 @@ class Session:
             "runs": self.runs,
             "comparisons": self.comparisons,
             "verdicts": self.verdicts,
+            "headline": self.headline,
+            "failures": self.failures,
+            **self.extra,
         }
 
     def save(self) -> None:
         write_json(self.run_dir / "results.json", self.results())
 
 
-def run_units(session: Session, units: list[Unit]) -> None:
-    """Score ``units`` with rich progress bars (overall ETA plus one bar per unit)."""
+def run_units(session: Session, units: list[Unit]) -> dict[str, str]:
+    """Score ``units`` with rich progress bars (overall ETA plus one bar per unit).
+
+    Returns
+    -------
+    dict
+        Unit key -> error message for units that failed; the others still run.
+    """
     from anomaly_probe.console import progress_bars
 
-    todo = [u for u in units if u.key not in session.arrays]
-    total = sum(u.max_tokens - 1 for u in todo)
+    seen: set[str] = set()
+    todo = []
+    for u in units:  # scored once, whoever asked for it
+        if u.key not in session.arrays and u.key not in seen:
+            seen.add(u.key)
+            todo.append(u)
+    total = sum(u.n_tokens - 1 for u in todo)
+    failed: dict[str, str] = {}
     with progress_bars(total) as (bars, overall):
         for u in todo:
-            task = bars.add_task(f"L={u.max_tokens} s={u.sample} {u.method.label()} [{u.engine}]",
-                                 total=u.max_tokens - 1)
+            extra = "" if u.intervention == "none" else f" +{u.intervention}"
+            task = bars.add_task(f"L={u.max_tokens} s={u.sample} {u.method.label()}{extra} [{u.engine}]",
+                                 total=u.n_tokens - 1)
 
             def advance(n: int, task=task) -> None:
                 bars.advance(task, n)
                 bars.advance(overall, n)
 
-            session.score(u, progress=advance)
+            try:
+                session.score(u, progress=advance)
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one failed unit must not lose the others
+                failed[u.key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                session.failures.append({"key": u.key, "error": failed[u.key]})
+                session.save()
+    return failed

@@ -27,7 +27,11 @@ class Unit:
     engine : str
         Resolved engine name (never ``auto``).
     intervention : str
-        ``none`` for a plain run; otherwise the name of an experiment's change.
+        ``none`` for a plain run; otherwise the name of an experiment's change
+        (see :mod:`anomaly_probe.interventions`).
+    prefix : int or None
+        Score only the first ``prefix`` tokens of the sample (``None``: all of it). Expensive engines
+        (the token loop) use it to check a prefix of a long sample.
     """
 
     max_tokens: int
@@ -35,8 +39,16 @@ class Unit:
     method: CacheMethod
     engine: str
     intervention: str = "none"
+    prefix: int | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens fed to the model (the sample, or its prefix)."""
+        return self.max_tokens if self.prefix is None else min(self.prefix, self.max_tokens)
 
     @property
     def key(self) -> str:
         raw = f"L{self.max_tokens}-s{self.sample}-{self.method.label()}-{self.engine}-{self.intervention}"
+        if self.prefix is not None and self.prefix < self.max_tokens:
+            raw += f"-prefix{self.prefix}"
         return re.sub(r"[^A-Za-z0-9._+-]+", "_", raw).strip("_")

@@ -31,6 +31,8 @@ class Verdict:
         One plain sentence.
     evidence : dict
         Named small series for the figures (lists of numbers, <= a few thousand points each).
+    max_tokens : int or None
+        The sample length the verdict was judged at (a run may hold several lengths).
     """
 
     hypothesis: str
@@ -44,6 +46,7 @@ class Verdict:
     n: dict = field(default_factory=dict)
     message: str = ""
     evidence: dict = field(default_factory=dict)
+    max_tokens: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -124,16 +124,22 @@ def unique_figure_ids(report: Report) -> None:
         seen.add(fig.id)
 
 
-def colormap_for(datas: list[RunData], alias_methods: bool = True) -> ColorMap:
-    """The colour map: ``full`` is the baseline's colour; the method under test the method's (when aliased)."""
+def colormap_for(datas: list[RunData], first_keys: list[str] = ()) -> ColorMap:
+    """The colour map: ``full`` takes the baseline's colour, the first run's method under test the method's.
+
+    ``first_keys`` get the first palette colours (the runs of a comparison), then every run label and
+    intervention in order, so the same method keeps one colour in every figure.
+    """
     aliases = {"full": "baseline", "recompute": "oracle"}
     for data in datas:
         for run in roles.role_runs(data, "oracle"):
             aliases[str(run.get("label"))] = "oracle"
-        label = roles.method_label(data)
-        if alias_methods and label:
-            aliases[label] = "method"
+    label = roles.method_label(datas[0]) if datas else None
+    if label:
+        aliases[label] = "method"
     cmap = ColorMap(aliases)
+    for key in first_keys:
+        cmap.color(key)
     for data in datas:
         for run in data.runs:
             cmap.color(str(run.get("label")))

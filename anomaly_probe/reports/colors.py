@@ -13,8 +13,8 @@ ROLE_COLORS = {
     "oracle": "#009E73",  # bluish green
     "gap": "#CC79A7",  # reddish purple
 }
-PALETTE = ("#E69F00", "#56B4E9", "#000000", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD",
-           "#E377C2", "#1F77B4", "#FF7F0E", "#2CA02C")
+PALETTE = ("#000000", "#56B4E9", "#E69F00", "#8C564B", "#9467BD", "#7F7F7F", "#BCBD22", "#17BECF",
+           "#E377C2", "#1F77B4", "#2CA02C", "#F0E442")
 LINESTYLES = ("-", "--", ":", "-.")
 """Line style per sample length (index in ascending length order); colour stays the method's."""
 

@@ -43,7 +43,7 @@ def build_comparison(datas: list[RunData]) -> Report:
             env.add(Text(command, "code"))
     report.sections.append(env)
     unique_figure_ids(report)
-    report.colors = resolve_colors(report, colormap_for(datas, alias_methods=False))
+    report.colors = resolve_colors(report, colormap_for(datas, first_keys=cols))
     return report
 
 
@@ -126,7 +126,7 @@ def overlay(datas: list[RunData], cols: list[str]) -> list:
     spec = {"kind": "panels", "title": "NLL by position across runs", "ylabel": "NLL (nats/token)", "panels": panels}
     caption = ("Binned mean per-token NLL of each run's baseline and method at its longest sample length, pooled over "
                "samples. Colour: the method (same colour, same method); line style: the run.")
-    return [Figure("compare-nll", spec, caption)]
+    return [Figure("nll-overlay", spec, caption)]
 
 
 def gap_overlay(datas: list[RunData], cols: list[str]) -> list:
@@ -150,7 +150,7 @@ def gap_overlay(datas: list[RunData], cols: list[str]) -> list:
     caption = ("Per-token gap on the same tokens, binned, at each run's longest length; x in units of each model's "
                "trained context so that models with different windows line up. Shaded: \u00b11.96 standard errors "
                "of the tokens in each bin.")
-    return [Figure("compare-gap", spec, caption)]
+    return [Figure("gap-overlay", spec, caption)]
 
 
 def _fields(d: RunData) -> dict[str, str]:

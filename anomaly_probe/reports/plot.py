@@ -32,6 +32,7 @@ STYLE = {
 }
 VLINE_STYLES = (("#333333", "--"), ("#C00000", ":"), ("#777777", "-."), ("#000000", (0, (5, 2, 1, 2))))
 FALLBACK = "#555555"
+LEGEND_ROW_IN = 0.25  # extra height per legend row beyond two
 CHAR_PX = 7.2  # approximate width of one legend character at 10 pt and 100 dpi
 INHERITED = ("xlabel", "ylabel", "zlabel", "log_y")
 
@@ -48,6 +49,7 @@ def render_png(spec: dict, colors: dict[str, str]) -> bytes:
     nrows = math.ceil(len(panels) / ncols)
     width = WIDTH_IN if ncols == 1 else WIDE_IN
     height = 4.4 if len(panels) == 1 else 1.3 + PANEL_IN * nrows
+    height += LEGEND_ROW_IN * max(0, _legend_rows(panels, width) - 2)
     with rc_context(STYLE):
         fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -65,6 +67,22 @@ def render_png(spec: dict, colors: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
+def _legend_columns(labels, width_in: float) -> int:
+    longest = max((len(label) for label in labels), default=1)
+    fits = int(width_in * DPI // (longest * CHAR_PX + 50))  # columns that fit the width
+    return max(1, min(3, len(labels), fits))
+
+
+def _legend_rows(panels: list[dict], width_in: float) -> int:
+    """Rows the figure legend will need (to grow the figure instead of squeezing the plots)."""
+    labels = set()
+    for p in panels:
+        labels |= {str(s.get("name", "")) for s in p.get("series") or [] if isinstance(s, dict)}
+        labels |= {str(v.get("label")) for v in (p.get("vlines") or []) + (p.get("hlines") or []) if v.get("label")}
+    labels.discard("")
+    return math.ceil(len(labels) / _legend_columns(labels, width_in)) if labels else 0
+
+
 def _legend(fig, axes) -> None:
     seen: dict[str, object] = {}
     for ax in axes:
@@ -72,10 +90,8 @@ def _legend(fig, axes) -> None:
             if label and not label.startswith("_") and label not in seen:
                 seen[label] = handle
     if seen:
-        longest = max(len(label) for label in seen)
-        fits = int(fig.get_figwidth() * DPI // (longest * CHAR_PX + 50))  # columns that fit the width
         fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
-                   ncols=max(1, min(3, len(seen), fits)), frameon=False)
+                   ncols=_legend_columns(list(seen), fig.get_figwidth()), frameon=False)
 
 
 def _floats(values) -> np.ndarray:

@@ -47,13 +47,21 @@ def role_runs(data: RunData, role: str) -> list[dict]:
 
 
 def by_length_sample(runs: list[dict]) -> dict[int, dict[int, dict]]:
-    """``{max_tokens: {sample: run}}`` (the first run wins where a pair repeats)."""
+    """``{max_tokens: {sample: run}}``; where a pair repeats (e.g. a run scored on a prefix only), the
+    run that scored the most tokens wins."""
     out: dict[int, dict[int, dict]] = defaultdict(dict)
     for r in runs:
         L, s = r.get("max_tokens"), r.get("sample", 0)
         if isinstance(L, int):
-            out[L].setdefault(s, r)
+            old = out[L].get(s)
+            if old is None or _scored(r) > _scored(old):
+                out[L][s] = r
     return dict(sorted(out.items()))
+
+
+def _scored(run: dict) -> int:
+    n = run.get("tokens_scored")
+    return n if isinstance(n, int) else 0
 
 
 def lengths(data: RunData) -> list[int]:
@@ -77,8 +85,10 @@ def precision_runs(data: RunData) -> dict[str, list[dict]]:
 
 
 def run_label(run: dict) -> str:
-    """A run's display name: its label, plus engine and intervention where they are not the default."""
+    """A run's display name: its label, plus its intervention and prefix where it has them."""
     label = str(run.get("label") or run.get("method") or run.get("key", "?"))
     if not plain(run):
         label += f" [{run.get('intervention')}]"
+    if isinstance(run.get("prefix"), int):
+        label += f" (first {run['prefix']} tokens)"
     return label

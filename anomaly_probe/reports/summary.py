@@ -10,17 +10,29 @@ from anomaly_probe.reports.tree import Report, Table, walk
 STATUS_STYLE = {"supported": "bold green", "refuted": "dim", "inconclusive": "yellow", "error": "bold red"}
 
 
-def rich_table(table: Table):
-    """A report :class:`Table` as a rich table (cell tags become styles)."""
+CONSOLE_COLUMNS = {"rank": "#", "hypothesis": "hypothesis", "status": "status",
+                   "explained share [95% CI]": "share [95% CI]", "message": "message"}
+"""The verdict columns a terminal shows, with shorter headers (the HTML has all of them)."""
+
+
+def rich_table(table: Table, columns: dict[str, str] | None = None):
+    """A report :class:`Table` as a rich table (cell tags become styles).
+
+    ``columns`` maps the columns to keep to their console headers; None keeps all.
+    """
     from rich.table import Table as RichTable
 
+    keep = [i for i, name in enumerate(table.columns) if columns is None or name in columns]
     out = RichTable(title=table.title, title_justify="left")
-    numeric = [bool(table.rows) and all(row[i].tag == "num" for row in table.rows) for i in range(len(table.columns))]
-    for name, right in zip(table.columns, numeric):
-        out.add_column(name, justify="right" if right else "left", overflow="fold")
+    for i in keep:
+        name = table.columns[i]
+        right = bool(table.rows) and all(row[i].tag == "num" for row in table.rows)
+        out.add_column(columns[name] if columns else name, justify="right" if right else "left",
+                       overflow="fold", no_wrap=name != "message")
     for row in table.rows:
+        cells = [row[i] for i in keep]
         out.add_row(*[f"[{STATUS_STYLE[c.tag]}]{_escape(c.text)}[/]" if c.tag in STATUS_STYLE else _escape(c.text)
-                      for c in row])
+                      for c in cells])
     return out
 
 
@@ -36,7 +48,7 @@ def print_summary(report: Report, rendered: dict[str, Rendered], html_path: Path
         console.print(f"[bold]{_escape(report.headline)}[/]")
     verdicts = next((b for b in walk(report.sections) if isinstance(b, Table) and b.title == "Verdicts"), None)
     if verdicts is not None:
-        console.print(rich_table(verdicts))
+        console.print(rich_table(verdicts, CONSOLE_COLUMNS))
     drawn = [r for r in rendered.values() if r.png]
     folders = sorted({str(r.path.parent) for r in drawn if r.path})
     failed = [fid for fid, r in rendered.items() if not r.png]

@@ -1,0 +1,112 @@
+"""The hypothesis contract: declare the runs you need, then judge them with a pure function.
+
+A hypothesis never scores anything itself. :meth:`Hypothesis.roles` names the runs it needs (as
+:class:`RoleSpec`), the runner scores every distinct run once, and :meth:`Hypothesis.judge` turns the
+recorded per-token arrays (a :class:`JudgeInput`) into a :class:`~anomaly_probe.verdict.Verdict`.
+Judges are unit-tested on hand-made inputs with a planted cause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from anomaly_probe.methods.base import CacheMethod
+from anomaly_probe.stats.thresholds import Thresholds
+from anomaly_probe.verdict import Verdict
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """Sizes of the experiments (not decision thresholds).
+
+    Attributes
+    ----------
+    stepwise_tokens : int
+        The eval-bias token loop scores this prefix of each sample (0: the whole sample). The loop is
+        ~30x slower than a batched forward on a CPU; the prefix still checks the same computation.
+    ballast_fraction : float
+        Memory experiment: hold this fraction of the available memory...
+    ballast_cap_bytes : int
+        ...but at most this many bytes.
+    recompute_stride_fraction : float
+        Recompute oracle stride as a fraction of its window (the trained context).
+    """
+
+    stepwise_tokens: int = 2048
+    ballast_fraction: float = 0.5
+    ballast_cap_bytes: int = 8 * 2**30
+    recompute_stride_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """A run a hypothesis needs, before it is bound to a length and sample."""
+
+    method: CacheMethod
+    engine: str = "auto"
+    intervention: str = "none"
+    prefix: int | None = None
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a hypothesis may look at when planning its runs."""
+
+    method: CacheMethod
+    trained_context: int
+    dtype: str
+    max_tokens: int
+    engine: str
+    settings: ExperimentSettings
+
+
+@dataclass
+class JudgeInput:
+    """Everything a judge sees for one length: per-role, per-sample per-token arrays.
+
+    Attributes
+    ----------
+    nll : dict
+        ``nll[role]`` is a list (one per sample) of per-token NLL arrays (nats), shape (T_s,).
+        Entry i scores the token at absolute position i + 1.
+    correct : dict
+        Same layout, top-1 correctness (bool).
+    runs : dict
+        ``runs[role]`` is a list (one per sample) of run records (results.json ``runs`` entries).
+    """
+
+    hypothesis: str
+    max_tokens: int
+    trained_context: int
+    dtype: str
+    method: CacheMethod
+    nll: dict[str, list[np.ndarray]]
+    correct: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    runs: dict[str, list[dict]] = field(default_factory=dict)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    environment: dict = field(default_factory=dict)
+
+    def paired(self, *roles: str) -> list[np.ndarray]:
+        """Per sample, the roles' NLL stacked as columns and cut to a common length: (T, len(roles))."""
+        out = []
+        for s in range(len(self.nll[roles[0]])):
+            arrays = [self.nll[r][s] for r in roles]
+            n = min(len(a) for a in arrays)
+            out.append(np.stack([a[:n] for a in arrays], axis=1))
+        return out
+
+
+class Hypothesis:
+    """Base class. Subclasses set ``name`` and ``title`` and implement ``roles`` and ``judge``."""
+
+    name: str = ""
+    title: str = ""
+
+    def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
+        """Runs needed besides ``baseline`` and ``method`` (which every hypothesis gets)."""
+        raise NotImplementedError
+
+    def judge(self, data: JudgeInput) -> Verdict:
+        raise NotImplementedError

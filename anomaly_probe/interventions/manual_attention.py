@@ -1,0 +1,97 @@
+"""A plain, chunked attention with explicit precision and top-k control (for interventions).
+
+Used through :func:`use_attention`, which registers it with transformers' ``AttentionInterface``
+(together with the sdpa mask function, so causal masking is kept), switches the model to it and
+restores the previous implementation in ``finally``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+QUERY_CHUNK = 256  # queries per score block: (B, H, 256, Tk) floats at a time, never T x T
+
+
+@dataclass(frozen=True)
+class AttentionRecipe:
+    """How to compute attention.
+
+    Attributes
+    ----------
+    compute_dtype : torch.dtype
+        Dtype of the score matmul, softmax and weighted sum.
+    round_to : torch.dtype or None
+        Emulate a half-precision backend: q, k, v and the logits are rounded to this dtype, and the
+        softmax weights are cast to it (where fp16 underflow happens) before the weighted sum.
+    topk : int or None
+        Keep only each query's ``topk`` largest logits (others get zero weight).
+    """
+
+    compute_dtype: torch.dtype = torch.float32
+    round_to: torch.dtype | None = None
+    topk: int | None = None
+
+
+def _visible(attention_mask, B, Tq, Tk, device) -> torch.Tensor:
+    """Boolean (B or 1, 1, Tq, Tk) mask of attended keys from whatever the mask function produced."""
+    if attention_mask is None:
+        # sdpa's mask function skips the plain causal case; queries are the last Tq of the keys.
+        q = torch.arange(Tk - Tq, Tk, device=device)[:, None]
+        return (torch.arange(Tk, device=device)[None, :] <= q)[None, None]
+    if attention_mask.dtype == torch.bool:
+        return attention_mask
+    return attention_mask > torch.finfo(attention_mask.dtype).min / 2  # additive float mask
+
+
+def _round(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return x if dtype is None else x.to(dtype).to(x.dtype)
+
+
+def make_attention(recipe: AttentionRecipe):
+    """Return an ``AttentionInterface``-compatible function implementing ``recipe``."""
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        # query (B, H, Tq, D); key, value (B, Hkv, Tk, D)
+        B, H, Tq, D = query.shape
+        Tk = key.shape[-2]
+        groups = H // key.shape[1]
+        cd = recipe.compute_dtype
+        k = _round(key.to(cd), recipe.round_to).repeat_interleave(groups, dim=1)  # (B, H, Tk, D)
+        v = _round(value.to(cd), recipe.round_to).repeat_interleave(groups, dim=1)
+        scale = scaling if scaling is not None else D ** -0.5
+        visible = _visible(attention_mask, B, Tq, Tk, query.device)
+        out = torch.empty(B, H, Tq, v.shape[-1], dtype=cd, device=query.device)
+        for lo in range(0, Tq, QUERY_CHUNK):
+            hi = min(lo + QUERY_CHUNK, Tq)
+            q = _round(query[:, :, lo:hi].to(cd), recipe.round_to)
+            logits = _round(q @ k.transpose(-1, -2) * scale, recipe.round_to)  # (B, H, c, Tk)
+            logits = logits.masked_fill(~visible[..., lo:hi, :], float("-inf"))
+            if recipe.topk is not None and recipe.topk < Tk:
+                kth = logits.topk(recipe.topk, dim=-1).values[..., -1:]  # (B, H, c, 1)
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            weights = torch.softmax(logits, dim=-1)
+            weights = _round(weights, recipe.round_to)
+            out[:, :, lo:hi] = weights @ v
+        return out.to(query.dtype).transpose(1, 2).contiguous(), None  # (B, Tq, H, D)
+
+    return attention
+
+
+@contextmanager
+def use_attention(model: torch.nn.Module, name: str, fn) -> Iterator[None]:
+    """Register ``fn`` (and sdpa's mask function) as ``name`` and switch ``model`` to it."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(name, fn)
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)

@@ -1,0 +1,36 @@
+"""What ``anomaly-probe run`` does once the session is loaded: score, judge, rank, save."""
+
+from __future__ import annotations
+
+from anomaly_probe.hypotheses.base import ExperimentSettings
+from anomaly_probe.runner import Session, run_units
+from anomaly_probe.stats.thresholds import DEFAULT_THRESHOLDS, Thresholds
+
+
+def run_pipeline(session: Session, settings: ExperimentSettings | None = None,
+                 thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
+    """Score baseline vs method and every requested hypothesis' runs, then judge them.
+
+    Everything lands in ``session`` (and ``results.json`` after every unit): runs, comparisons,
+    verdicts ranked by explained share, the headline, thresholds and experiment settings.
+    """
+    from anomaly_probe.hypotheses.runner import headline, judge, plan, rank
+
+    settings = settings or ExperimentSettings(stepwise_tokens=session.config.stepwise_tokens)
+    names = [h for h in session.config.hypotheses if h != "none"]
+    session.extra = {"thresholds": thresholds.to_dict(), "experiment_settings": vars(settings).copy()}
+    if not names:
+        run_units(session, session.baseline_and_method_units())
+        session.compute_comparisons()
+    else:
+        units, roles, errors = plan(session, names, settings)
+        failed = run_units(session, units)
+        session.compute_comparisons()
+        verdicts = rank(errors + judge(session, roles, thresholds, failed))
+        session.verdicts = [v.to_dict() for v in verdicts]
+        try:
+            session.headline = headline(session, verdicts, thresholds)
+        except KeyError:  # a baseline or method run failed: no gap to describe
+            session.headline = "The baseline or the method run failed; see failures."
+    session.status = "complete"
+    session.save()

@@ -1,0 +1,93 @@
+"""Attach a set of probes around an engine call: ``with ProbeSession(model, names) as probes``.
+
+The session is the engine's ``observer`` (it receives ``after_forward``) and, while the block runs,
+the attention recorder. On exit every hook is gone and the model's attention implementation is the
+one it had before, also when the block raised.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import numpy as np
+import torch
+
+from anomaly_probe.engines.step_context import StepInfo
+from anomaly_probe.errors import UserError
+from anomaly_probe.probes.attention_hook import recording_attention
+from anomaly_probe.probes.attention_probe import AttentionProbe
+from anomaly_probe.probes.cache_probe import CacheProbe
+from anomaly_probe.probes.names import PROBE_NAMES
+from anomaly_probe.probes.process_probe import ProcessProbe
+from anomaly_probe.probes.rows import StepRows
+
+
+class ProbeSession:
+    """The probes of one scoring run and the trace they produce.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The HF causal LM the engine will run.
+    names : sequence of str
+        Probe names from :data:`~anomaly_probe.probes.names.PROBE_NAMES` (see ``parse_probes``).
+
+    Examples
+    --------
+    >>> with ProbeSession(model, ("attention", "cache")) as probes:      # doctest: +SKIP
+    ...     scores = score_stepwise(model, ids, method, observer=probes)
+    >>> columns = probes.trace()
+    """
+
+    def __init__(self, model: torch.nn.Module, names) -> None:
+        unknown = [n for n in names if n not in PROBE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown probes {unknown}; available: {', '.join(PROBE_NAMES)}")
+        self.model = model
+        self.names = tuple(n for n in PROBE_NAMES if n in names)
+        self.num_layers = int(model.config.num_hidden_layers)
+        device = next(model.parameters()).device
+        self.rows = StepRows()
+        self.attention = AttentionProbe(self.rows, self.num_layers) if "attention" in self.names else None
+        self.cache = CacheProbe(self.num_layers) if "cache" in self.names else None
+        self.process = ProcessProbe(device) if "process" in self.names else None
+        self._stack: ExitStack | None = None
+        self._forwards = 0
+
+    def __enter__(self) -> ProbeSession:
+        stack = ExitStack()
+        if self.attention is not None:
+            stack.enter_context(recording_attention(self.model, self.attention))
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    # ------------------------------------------------------------------ StepObserver
+    def after_forward(self, info: StepInfo, cache, seconds: float) -> None:
+        """Engine callback after every forward (see :class:`~anomaly_probe.engines.step_context.StepObserver`)."""
+        row0, n_rows = self.rows.register(info), int(info.q_abs.numel())
+        self._forwards += 1
+        if self.attention is not None:
+            self.attention.end_forward()
+            if self._forwards == 1 and self.attention.calls == 0 and self.attention.unrecorded_calls == 0:
+                raise UserError(f"the attention probe saw no attention call in {type(self.model).__name__}'s "
+                                "forward: its attention bypasses transformers' AttentionInterface; "
+                                "use --probes cache,process")
+        if self.cache is not None:
+            self.cache.after_forward(row0, n_rows, cache)
+        if self.process is not None:
+            self.process.after_forward(row0, n_rows, seconds)
+
+    # ------------------------------------------------------------------ output
+    def trace(self) -> dict[str, np.ndarray]:
+        """Columnar trace (docs/FORMATS.md, "Trace"): name -> array with S rows."""
+        n = self.rows.n
+        out = self.rows.columns()
+        for probe in (self.attention, self.cache, self.process):
+            if probe is not None:
+                out.update(probe.columns(n))
+        return out

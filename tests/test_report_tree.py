@@ -1,0 +1,131 @@
+"""The report tree (plain data) built from a synthetic run folder: structure, ranking, colours, missing data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from synthetic_run import HEADLINE, METHOD, write_synthetic_run
+
+from anomaly_probe.reports import figures as figures_pkg
+from anomaly_probe.reports.build import build_report
+from anomaly_probe.reports.rundata import load_run
+from anomaly_probe.reports.tree import Figure, Section, Table, Text, walk
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return build_report(load_run(write_synthetic_run(tmp_path_factory.mktemp("run") / "run")))
+
+
+def _table(report, title):
+    return next(b for b in walk(report.sections) if isinstance(b, Table) and b.title == title)
+
+
+def _figure(report, fid) -> Figure:
+    return next(f for f in report.figures() if f.id == fid)
+
+
+def test_headline_and_sections(report):
+    assert report.headline == HEADLINE
+    titles = [s.title for s in report.sections]
+    assert titles[0] == "Overview" and titles[-1] == "Run details"
+    assert titles[1].startswith("position")  # ranked by explained share
+    for h in ("numerics", "dilution", "memory", "eval-bias", "handling", "sinks"):
+        assert any(t.startswith(h) for t in titles), h
+    assert not report.errors()
+
+
+def test_verdict_table_ranked_by_share(report):
+    table = _table(report, "Verdicts")
+    order = [row[1].text for row in table.rows]
+    assert order == ["position", "handling", "sinks", "numerics", "eval-bias", "memory"]
+    position = table.rows[0]
+    assert position[2].tag == "supported" and position[3].text == "0.97 [0.93, 1.00]"
+    assert "1196 tokens" in position[6].text
+    assert table.rows[-1][2].tag == "error"
+
+
+def test_expected_figures_present(report):
+    ids = {f.id for f in report.figures()}
+    expected = {"ppl-by-run", "nll-by-position", "ppl-by-position", "gap-by-position", "precision", "logit-range",
+                "underflow", "entropy-heatmap", "memory", "stepwise-vs-batched", "position-oracle-share",
+                "handling-modes", "sinks-sinks"}
+    assert expected <= ids
+
+
+def test_one_panel_or_line_per_length(report):
+    nll = _figure(report, "nll-by-position").spec
+    assert [p["title"].split("-")[0] for p in nll["panels"]] == ["300", "600"]
+    assert {s["color_key"] for s in nll["panels"][1]["series"]} == {"baseline", "method", "oracle"}
+    gap = _figure(report, "gap-by-position").spec
+    assert len(gap["series"]) == 2 and len({s["linestyle"] for s in gap["series"]}) == 2
+    labels = [v["label"] for v in gap["vlines"]]
+    assert any("trained context" in x for x in labels) and any("changepoint (262" in x for x in labels)
+
+
+def test_trained_context_marked_only_where_reached(report):
+    panels = _figure(report, "nll-by-position").spec["panels"]
+    assert all(v["x"] == 256 for p in panels for v in p["vlines"])
+
+
+def test_one_colour_per_method(report):
+    c = report.colors
+    assert c["full"] == c["baseline"] and c[METHOD] == c["method"] and c["recompute(256)"] == c["oracle"]
+    assert len({c["baseline"], c["method"], c["oracle"]}) == 3
+    for fig in report.figures():
+        for spec in [fig.spec, *fig.spec.get("panels", [])]:
+            for s in spec.get("series", []):
+                assert str(s.get("color_key") or s["name"]) in c
+
+
+def test_environment_config_and_command(report):
+    env = _table(report, "Environment and hardware")
+    fields = {row[0].text: row[1].text for row in env.rows}
+    assert fields["device"] == "cpu" and fields["total_memory_bytes"] == "25.0 GiB"
+    assert fields["model.trained_context"] == "256"
+    assert _table(report, "Resolved configuration").rows
+    code = [b.text for b in walk(report.sections) if isinstance(b, Text) and b.kind == "code"]
+    assert code == ["anomaly-probe run --model synthetic-neox --max-tokens 300 600 --out 'my run folder'"]
+
+
+def test_missing_data_is_skipped_not_fatal(tmp_path):
+    run = write_synthetic_run(tmp_path / "bare", lengths=(200,), samples=1, traces=False, verdicts=False,
+                              headline=False)
+    report = build_report(load_run(run))
+    ids = {f.id for f in report.figures()}
+    assert "nll-by-position" in ids
+    assert not ids & {"entropy-heatmap", "memory", "underflow", "logit-range"}
+    assert report.headline is None and not report.errors()
+    notes = [b.text for b in walk(report.sections) if isinstance(b, Text) and b.kind == "note"]
+    assert any("No hypothesis was tested" in n for n in notes)
+
+
+def test_missing_npz_files_do_not_crash(tmp_path):
+    run = write_synthetic_run(tmp_path / "run", lengths=(200,), samples=1)
+    for npz in (run / "tokens").glob("*.npz"):
+        npz.write_bytes(b"not a zip file")
+    report = build_report(load_run(run))
+    assert not {"nll-by-position", "gap-by-position", "ppl-by-run"} & {f.id for f in report.figures()}
+    assert not report.errors()
+
+
+def test_a_failing_figure_becomes_an_error_note(tmp_path, monkeypatch):
+    def broken(data, verdict=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(figures_pkg.BUILDERS, "position", (broken, *figures_pkg.BUILDERS["position"]))
+    report = build_report(load_run(write_synthetic_run(tmp_path / "run", lengths=(200,), samples=1)))
+    errors = [e.text for e in report.errors()]
+    assert errors == ["broken failed: RuntimeError: boom"]
+    assert "nll-by-position" in {f.id for f in report.figures()}  # the rest still renders
+
+
+def test_malformed_evidence_spec_is_a_note(tmp_path):
+    run = write_synthetic_run(tmp_path / "run", lengths=(200,), samples=1)
+    results = json.loads((run / "results.json").read_text())
+    results["verdicts"][0]["evidence"]["figures"] = [{"kind": "pie", "series": []}, "nonsense"]
+    (run / "results.json").write_text(json.dumps(results))
+    report = build_report(load_run(run))
+    assert len(report.errors()) == 2
+    assert all(isinstance(s, Section) for s in report.sections)
