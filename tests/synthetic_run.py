@@ -41,7 +41,8 @@ def _trace(kind: str, L: int, rng: np.random.Generator) -> dict[str, np.ndarray]
     for layer in range(NUM_LAYERS):
         H = (np.log(keys)[:, None] * (0.5 + 0.15 * layer) + rng.normal(0, 0.05, (S, NUM_HEADS))).astype(np.float32)
         lmax = (5 + 0.004 * step[:, None] + rng.normal(0, 0.2, (S, NUM_HEADS))).astype(np.float32)
-        under = np.clip((step[:, None] - 100) // 20, 0, None) * (kind == "baseline") + rng.integers(0, 2, (S, NUM_HEADS))
+        under = (np.clip((step[:, None] - 100) // 20, 0, None) * (kind == "baseline")
+                 + rng.integers(0, 2, (S, NUM_HEADS)))
         prefix = f"layers.{layer}.attn."
         out.update({
             prefix + "entropy": H,
@@ -61,7 +62,8 @@ def _trace(kind: str, L: int, rng: np.random.Generator) -> dict[str, np.ndarray]
     out["cache.kv_bytes"] = out["cache.kv_len"] * 2 * 64 * 4 * 4
     rss = 400 * 2**20 + out["cache.kv_bytes"].sum(axis=1) + rng.integers(0, 2**20, S)
     out.update({
-        "process.rss_bytes": rss.astype(np.int64), "process.peak_rss_bytes": np.maximum.accumulate(rss).astype(np.int64),
+        "process.rss_bytes": rss.astype(np.int64),
+        "process.peak_rss_bytes": np.maximum.accumulate(rss).astype(np.int64),
         "process.available_bytes": (8 * 2**30 - rss).astype(np.int64),
         "process.swap_used_bytes": np.zeros(S, np.int64), "process.swap_in_bytes": np.zeros(S, np.int64),
         "process.swap_out_bytes": np.zeros(S, np.int64), "process.major_faults": np.zeros(S, np.int64),
@@ -81,12 +83,25 @@ RUNS = (  # (kind of NLL, method, label, engine, intervention, traced)
 )
 
 
-def _verdicts(message: str) -> list[dict]:
+def _verdicts(message: str, lengths, samples: int) -> list[dict]:
+    """One verdict per hypothesis and sample length (as the runner writes them), longest length as given."""
+    out = []
+    for L in lengths:
+        for v in _verdicts_at(message, L - 1, samples):
+            scale = L / max(lengths)  # shorter samples: smaller shares, wider intervals
+            for k in ("explained_share", "ci_low", "ci_high"):
+                if v[k] is not None and v["hypothesis"] == "position":
+                    v[k] = round(v[k] * scale, 3)
+            out.append(v | {"max_tokens": L})
+    return out
+
+
+def _verdicts_at(message: str, tokens: int, samples: int) -> list[dict]:
     def v(h, status, share, lo, hi, msg, evidence=None):
         return {"hypothesis": h, "status": status, "explained_share": share, "ci_low": lo, "ci_high": hi,
                 "effect_size": None if share is None else share * 0.3, "effect_label": "NLL change (nats/token)",
-                "p_value": None, "n": {"tokens": 1196, "blocks": 20, "samples": 2}, "message": msg,
-                "evidence": evidence or {}}
+                "p_value": None, "n": {"tokens": tokens * samples, "blocks": tokens * samples // 64,
+                                       "samples": samples}, "message": msg, "evidence": evidence or {}}
     cats = ["in-cache", "absolute", "naive"]
     return [
         v("numerics", "refuted", 0.0, -0.01, 0.01, "fp32 and fp16 agree to 1e-5 nats/token.",
@@ -168,7 +183,9 @@ def write_synthetic_run(path: str | Path, lengths=(300, 600), samples: int = 2, 
         "method": {"method": "streaming_llm", "sink_size": 4, "recent_size": 60, "position_mode": "in-cache",
                    "capacity": 64, "label": METHOD},
         "runs": runs, "comparisons": comparisons,
-        "verdicts": _verdicts(message) if verdicts else [],
+        "verdicts": _verdicts(message, lengths, samples) if verdicts else [],
+        "thresholds": {"support_share": 0.5, "refute_share": 0.2, "block_tokens": 64},
+        "failures": [],
     }
     if headline:
         results["headline"] = HEADLINE

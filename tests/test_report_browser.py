@@ -26,7 +26,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 PROBE = """<script>
 window.__probe = {violations: [], errors: []};
 document.addEventListener("securitypolicyviolation", e => window.__probe.violations.push(e.blockedURI));
-window.addEventListener("error", e => window.__probe.errors.push(String(e.target && (e.target.src || e.message))), true);
+window.addEventListener("error",
+  e => window.__probe.errors.push(String(e.target && (e.target.src || e.message))), true);
 window.addEventListener("load", () => {
   const imgs = Array.from(document.images);
   window.__probe.images = imgs.length;

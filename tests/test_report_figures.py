@@ -31,8 +31,8 @@ def _size(png: bytes) -> tuple[int, int]:
 
 @pytest.mark.parametrize("fn", [fn for fns in BUILDERS.values() for fn in fns], ids=lambda fn: fn.__name__)
 def test_each_builder_makes_a_drawable_figure(data, fn):
-    verdict = data.verdict("position")
-    blocks = fn(data, verdict)
+    verdicts = [v for v in data.verdicts if v["hypothesis"] == "position"]
+    blocks = fn(data, verdicts)
     assert blocks, f"{fn.__name__} found no data in the synthetic run"
     figures = [b for b in blocks if isinstance(b, Figure)]
     for fig in figures:
@@ -73,11 +73,14 @@ def test_generic_kinds_render():
 
 
 def test_changepoint_forms():
-    assert changepoints(None) == []
-    assert changepoints({"evidence": {"changepoint": 3000}})[0]["x"] == 3000
-    cp = changepoints({"evidence": {"changepoint": {"position": 2500, "ci_low": 2400, "ci_high": 2600}}})
+    assert changepoints(None) == [] and changepoints([{"evidence": {}}]) == []
+    assert changepoints([{"evidence": {"changepoint": 3000}}])[0]["x"] == 3000
+    cp = changepoints([{"evidence": {"changepoint": {"position": 2500, "ci_low": 2400, "ci_high": 2600}}}])
     assert cp[0]["x"] == 2500 and "2400-2600" in cp[0]["label"]
-    assert [v["x"] for v in changepoints({"evidence": {"changepoint": {"1000": 900, "5000": 2500}}})] == [900, 2500]
+    assert [v["x"] for v in changepoints([{"evidence": {"changepoint": {"1000": 900, "5000": 2500}}}])] == [900, 2500]
+    per_length = changepoints([{"max_tokens": 5000, "evidence": {"changepoint_position": 2500}},
+                               {"max_tokens": 1000, "evidence": {"changepoint_position": None}}])
+    assert per_length == [{"x": 2500.0, "label": "changepoint (2500 tokens, 5000-token samples)"}]
 
 
 def test_binned_mean_and_extremes():

@@ -23,6 +23,12 @@ def run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """No traces, one length: few figures, so the CLI tests stay quick."""
+    return write_synthetic_run(tmp_path_factory.mktemp("small") / "run", lengths=(200,), samples=1, traces=False)
+
+
+@pytest.fixture(scope="module")
 def html(run):
     return write_report(run).read_text(encoding="utf-8")
 
@@ -61,21 +67,23 @@ def test_contents(html):
     assert "&#39;my run folder&#39;" in html  # shell-quoted argv
 
 
-def test_cli_report_rerenders(run, capsys):
-    (run / "figures" / "stale.png").write_bytes(b"old")
-    assert main(["report", str(run)]) == 0
+def test_cli_report_rerenders(small_run, capsys):
+    (small_run / "figures").mkdir(exist_ok=True)
+    (small_run / "figures" / "stale.png").write_bytes(b"old")
+    assert main(["report", str(small_run)]) == 0
     out = capsys.readouterr().out
     assert "report:" in out and "SUPPORTED" in out
-    assert not (run / "figures" / "stale.png").exists()
+    assert (small_run / "report.html").is_file() and (small_run / "figures" / "nll-by-position.png").is_file()
+    assert not (small_run / "figures" / "stale.png").exists()
 
 
-def test_cli_report_imports_no_torch(run):
+def test_cli_report_imports_no_torch(small_run):
     code = ("import sys; from anomaly_probe.cli import main; rc = main(['report', sys.argv[1], '--out', sys.argv[2]]);"
             "assert rc == 0, rc; bad = {'torch', 'transformers'} & set(sys.modules); assert not bad, bad")
-    proc = subprocess.run([sys.executable, "-c", code, str(run), str(run / "again.html")], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code, str(small_run), str(small_run / "again.html")],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (run / "again.html").is_file()
+    assert (small_run / "again.html").is_file()
 
 
 def _bad(tmp_path, kind):
@@ -103,6 +111,6 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, kind, needle):
     assert "Traceback" not in captured.err + captured.out
 
 
-def test_out_must_not_be_a_folder(run, tmp_path, capsys):
-    assert main(["report", str(run), "--out", str(tmp_path)]) == 2
+def test_out_must_not_be_a_folder(small_run, tmp_path, capsys):
+    assert main(["report", str(small_run), "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")

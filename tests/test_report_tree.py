@@ -36,21 +36,36 @@ def test_headline_and_sections(report):
     assert not report.errors()
 
 
-def test_verdict_table_ranked_by_share(report):
+def test_verdict_table_ranked_by_share_one_row_per_length(report):
     table = _table(report, "Verdicts")
-    order = [row[1].text for row in table.rows]
+    order = list(dict.fromkeys(row[1].text for row in table.rows))
     assert order == ["position", "handling", "sinks", "numerics", "eval-bias", "memory"]
+    assert [(r[0].text, r[1].text, r[2].text) for r in table.rows[:2]] == [("1", "position", "600"),
+                                                                           ("1", "position", "300")]
     position = table.rows[0]
-    assert position[2].tag == "supported" and position[3].text == "0.97 [0.93, 1.00]"
-    assert "1196 tokens" in position[6].text
-    assert table.rows[-1][2].tag == "error"
+    assert position[3].tag == "supported" and position[4].text == "0.97 [0.93, 1.00]"
+    assert position[7].text == "1198 tokens, 18 blocks, 2 samples"
+    assert table.rows[-1][3].tag == "error"
+    assert _table(report, "Decision thresholds").rows
+
+
+def test_hypothesis_section_has_every_length(report):
+    section = next(s for s in report.sections if s.title.startswith("position"))
+    sentences = [b.text for b in section.blocks if isinstance(b, Text) and b.kind == "p"]
+    assert sentences[0].startswith("600-token samples: SUPPORTED: explained share 0.97 [0.93, 1.00]")
+    assert sentences[1].startswith("300-token samples: SUPPORTED")
+    evidence = next(b for b in section.blocks if isinstance(b, Table))
+    assert evidence.columns == ["name", "600 tokens", "300 tokens"]
+    merged = _figure(report, "position-oracle-share").spec
+    assert merged["kind"] == "panels" and [p["title"].split(":")[0] for p in merged["panels"]] == ["600 tokens",
+                                                                                                   "300 tokens"]
 
 
 def test_expected_figures_present(report):
     ids = {f.id for f in report.figures()}
     expected = {"ppl-by-run", "nll-by-position", "ppl-by-position", "gap-by-position", "precision", "logit-range",
                 "underflow", "entropy-heatmap", "memory", "stepwise-vs-batched", "position-oracle-share",
-                "handling-modes", "sinks-sinks"}
+                "handling-modes", "sinks"}
     assert expected <= ids
 
 
@@ -61,7 +76,8 @@ def test_one_panel_or_line_per_length(report):
     gap = _figure(report, "gap-by-position").spec
     assert len(gap["series"]) == 2 and len({s["linestyle"] for s in gap["series"]}) == 2
     labels = [v["label"] for v in gap["vlines"]]
-    assert any("trained context" in x for x in labels) and any("changepoint (262" in x for x in labels)
+    assert any("trained context" in x for x in labels)
+    assert "changepoint (262 tokens, 95% CI 240-290, 600-token samples)" in labels
 
 
 def test_trained_context_marked_only_where_reached(report):

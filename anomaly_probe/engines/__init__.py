@@ -1,39 +1,76 @@
-"""Scoring engines. ``stepwise`` is the reference; ``batched`` is the full-cache fast path.
+"""Scoring engines. ``stepwise`` is the reference; the others are proven equal to it or are baselines.
+
+* ``batched``: the full cache in chunked forwards (the standard perplexity computation).
+* ``parallel``: any sinks + recent-window cache, many queries per forward, exact per token.
+* ``recompute``: the strided sliding-window recomputation oracle (its own method).
 
 :func:`pick_engine` resolves ``--engine auto`` to the fastest engine that is exact for a method.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 from anomaly_probe.engines.batched import score_batched
+from anomaly_probe.engines.parallel import parallel_support, score_parallel
+from anomaly_probe.engines.recompute import score_recompute
 from anomaly_probe.engines.scores import TokenScores
 from anomaly_probe.engines.stepwise import score_stepwise
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods.base import CacheMethod
+from anomaly_probe.methods.recompute import RecomputeOracle
 from anomaly_probe.registry import Registry
 
 ENGINES: Registry[Callable[..., TokenScores]] = Registry("engine")
 ENGINES.register("stepwise", score_stepwise)
 ENGINES.register("batched", score_batched)
+ENGINES.register("parallel", score_parallel)
+ENGINES.register("recompute", score_recompute)
 ENGINE_CHOICES = ("auto", *ENGINES.names())
+
+CHUNKED_ENGINES = ("batched", "parallel")
+"""Engines that take ``chunk_size`` (queries per forward)."""
+
+
+class EngineFallback(UserWarning):
+    """``--engine auto`` chose the slow stepwise engine because no faster one is exact for the method."""
 
 
 def pick_engine(requested: str, method: CacheMethod) -> str:
     """Resolve ``auto`` and refuse combinations that are not exact.
+
+    ``auto`` gives ``recompute`` for the recompute oracle, ``batched`` for the full cache and
+    ``parallel`` for every sinks + recent-window cache; a method the parallel engine cannot score
+    exactly falls back to ``stepwise`` with an :class:`EngineFallback` warning saying why.
 
     Raises
     ------
     UserError
         Unknown engine, or an engine that cannot score ``method`` exactly.
     """
+    if requested != "auto":
+        ENGINES.get(requested)
+    if isinstance(method, RecomputeOracle):
+        if requested not in ("auto", "recompute"):
+            raise UserError(f"{method.label()} is scored by its own engine; use --engine recompute or auto")
+        return "recompute"
+    if requested == "recompute":
+        raise UserError(f"--engine recompute scores the recompute method only, not {method.label()}")
     if requested == "auto":
-        return "batched" if method.is_full else "stepwise"
-    ENGINES.get(requested)
+        if method.is_full:
+            return "batched"
+        reason = parallel_support(method)
+        if reason is None:
+            return "parallel"
+        warnings.warn(f"--engine auto: using the stepwise engine: {reason}", EngineFallback, stacklevel=2)
+        return "stepwise"
     if requested == "batched" and not method.is_full:
-        raise UserError(f"--engine batched scores the full cache only, not {method.label()}; use stepwise or auto")
+        raise UserError(f"--engine batched scores the full cache only, not {method.label()}; use parallel or auto")
+    if requested == "parallel" and (reason := parallel_support(method)) is not None:
+        raise UserError(f"--engine parallel: {reason}; use stepwise or auto")
     return requested
 
 
-__all__ = ["ENGINES", "ENGINE_CHOICES", "TokenScores", "pick_engine", "score_batched", "score_stepwise"]
+__all__ = ["CHUNKED_ENGINES", "ENGINES", "ENGINE_CHOICES", "EngineFallback", "TokenScores", "pick_engine",
+           "score_batched", "score_parallel", "score_recompute", "score_stepwise"]

@@ -12,7 +12,10 @@ from pathlib import Path
 
 
 def write_report(run_dir, out=None, console=None) -> Path:
-    """Write ``RUN_DIR/report.html`` and ``RUN_DIR/figures/*.png``; see :func:`anomaly_probe.reports.write.write_report`."""
+    """Write ``RUN_DIR/report.html`` and ``RUN_DIR/figures/*.png``.
+
+    See :func:`anomaly_probe.reports.write.write_report`; returns the HTML path.
+    """
     from anomaly_probe.reports.write import write_report as _write
 
     return _write(run_dir, out=out, console=console)

@@ -31,11 +31,10 @@ def build_report(data: RunData) -> Report:
     report = Report(title=f"anomaly-probe: {model.get('spec', data.name)} \u2014 full cache vs {label}",
                     subtitle=f"run folder {data.run_dir}", headline=data.headline)
     report.sections.append(overview(data))
-    verdicts = {v.get("hypothesis"): v for v in data.verdicts}
-    order = [v.get("hypothesis") for v in tables.ranked(data.verdicts)]
-    order += [h for h in HYPOTHESES if h not in order]
+    grouped = tables.by_hypothesis(data.verdicts)  # ranked, each hypothesis' verdicts longest length first
+    order = list(grouped) + [h for h in HYPOTHESES if h not in grouped]
     for hypothesis in order:
-        section = hypothesis_section(data, str(hypothesis), verdicts.get(hypothesis))
+        section = hypothesis_section(data, hypothesis, grouped.get(hypothesis, []))
         if section.blocks:
             report.sections.append(section)
     report.sections.append(details(data))
@@ -50,23 +49,28 @@ def overview(data: RunData) -> Section:
         section.add(Text(f"This run did not finish (status {data.results.get('status')!r}): the report shows "
                          "what was saved so far.", "note"))
     if data.verdicts:
-        section.add(tables.verdict_table(data.verdicts, data.results.get("thresholds")))
+        section.add(tables.verdict_table(data.verdicts))
+        section.add(tables.key_value_table("Decision thresholds", data.results.get("thresholds"),
+                                           "The same for every hypothesis and every model."))
     else:
         section.add(Text("No hypothesis was tested in this run (no verdicts in results.json); the figures show "
                          "the baseline against the method.", "note"))
+    section.add(tables.failures_table(data.results.get("failures")))
     section.add(tables.comparisons_table(data))
-    section.blocks += run_builders(data, "overview", None)
+    section.blocks += run_builders(data, "overview", [])
     return section
 
 
-def hypothesis_section(data: RunData, hypothesis: str, verdict: dict | None) -> Section:
+def hypothesis_section(data: RunData, hypothesis: str, verdicts: list[dict]) -> Section:
+    """Its verdicts (one per sample length), their evidence, then the built-in figures of the hypothesis."""
     title = f"{hypothesis}: {TITLES.get(hypothesis, '')}".rstrip(": ")
     section = Section(title, id=f"h-{slug(hypothesis)}")
-    figures = run_builders(data, hypothesis, verdict)
-    if verdict is not None:
-        section.add(Text(verdict_sentence(verdict)))
-        section.blocks += safe(lambda: evidence_table(hypothesis, verdict), f"{hypothesis} evidence table")
-        section.blocks += safe(lambda: evidence_figures(hypothesis, verdict), f"{hypothesis} evidence figures")
+    figures = run_builders(data, hypothesis, verdicts)
+    for v in verdicts:
+        section.add(Text(verdict_sentence(v)))
+    if verdicts:
+        section.blocks += safe(lambda: evidence_table(hypothesis, verdicts), f"{hypothesis} evidence table")
+        section.blocks += safe(lambda: evidence_figures(hypothesis, verdicts), f"{hypothesis} evidence figures")
     elif figures:
         section.add(Text("No verdict for this hypothesis in this run; its figures are shown for reference.", "note"))
     section.blocks += figures
@@ -75,7 +79,8 @@ def hypothesis_section(data: RunData, hypothesis: str, verdict: dict | None) -> 
 
 def verdict_sentence(v: dict) -> str:
     status = str(v.get("status", "?")).upper()
-    text = f"{status}: explained share {share_ci(v.get('explained_share'), v.get('ci_low'), v.get('ci_high'))}"
+    length = f"{v['max_tokens']}-token samples: " if isinstance(v.get("max_tokens"), int) else ""
+    text = f"{length}{status}: explained share {share_ci(v.get('explained_share'), v.get('ci_low'), v.get('ci_high'))}"
     text += f" (95% CI in brackets), n = {n_text(v.get('n'))}."
     return f"{text} {v.get('message', '')}".strip()
 
@@ -85,6 +90,7 @@ def details(data: RunData) -> Section:
     section.add(tables.runs_table(data))
     section.add(tables.environment_table(data))
     section.add(tables.config_table(data))
+    section.add(tables.key_value_table("Experiment settings", data.results.get("experiment_settings")))
     command = command_line(data.section("environment").get("argv"))
     if command:
         section.add(Text("Command line that produced this run (change --out: a folder that already holds a run "
@@ -94,10 +100,10 @@ def details(data: RunData) -> Section:
     return section
 
 
-def run_builders(data: RunData, name: str, verdict: dict | None) -> list:
+def run_builders(data: RunData, name: str, verdicts: list[dict]) -> list:
     blocks = []
     for fn in BUILDERS.get(name, ()):
-        blocks += safe(lambda fn=fn: fn(data, verdict), fn.__name__.replace("_", " "))
+        blocks += safe(lambda fn=fn: fn(data, verdicts), fn.__name__.replace("_", " "))
     return blocks
 
 

@@ -74,11 +74,13 @@ def verdicts_side_by_side(datas: list[RunData], cols: list[str]) -> Table | Text
                 row.append(Cell("not tested"))
             else:
                 status = str(v.get("status", "?"))
-                row.append(Cell(f"{status.upper()} {share_ci(v.get('explained_share'), v.get('ci_low'), v.get('ci_high'))}",
-                                status))
+                share = share_ci(v.get("explained_share"), v.get("ci_low"), v.get("ci_high"))
+                at = f" at {v['max_tokens']} tokens" if isinstance(v.get("max_tokens"), int) else ""
+                row.append(Cell(f"{status.upper()} {share}{at}", status))
         rows.append(row)
     return Table("Verdicts side by side", ["hypothesis", *cols], rows,
-                 caption="Status and explained share [95% CI] of each hypothesis in each run.")
+                 caption="Status and explained share [95% CI] of each hypothesis in each run, at the run's longest "
+                         "sample length (each run's own report has every length).")
 
 
 def gaps_side_by_side(datas: list[RunData], cols: list[str]) -> Table | None:
@@ -146,7 +148,8 @@ def gap_overlay(datas: list[RunData], cols: list[str]) -> list:
         return []
     spec = {"kind": "line", "title": "Gap (baseline minus method NLL) across runs",
             "xlabel": "position / trained context (1 = trained context)", "ylabel": "NLL gap (nats/token)",
-            "series": series, "vlines": [{"x": 1.0, "label": "trained context"}], "hlines": [{"y": 0.0, "label": "no gap"}]}
+            "series": series, "vlines": [{"x": 1.0, "label": "trained context"}],
+            "hlines": [{"y": 0.0, "label": "no gap"}]}
     caption = ("Per-token gap on the same tokens, binned, at each run's longest length; x in units of each model's "
                "trained context so that models with different windows line up. Shaded: \u00b11.96 standard errors "
                "of the tokens in each bin.")

@@ -54,7 +54,7 @@ def render_png(spec: dict, colors: dict[str, str]) -> bytes:
         fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False)
         for i, panel in enumerate(panels):
-            merged = {k: spec[k] for k in INHERITED if k in spec} | panel
+            merged = {k: spec[k] for k in INHERITED if k in spec} | panel | {"_ncols": ncols}
             bottom = i + ncols >= len(panels)
             _draw(fig, axes.flat[i], merged, colors, show_xlabel=bottom or "xlabel" in panel)
         for ax in axes.flat[len(panels):]:
@@ -163,21 +163,33 @@ def _scatter(fig, ax, spec: dict, colors: dict[str, str]) -> None:
 
 
 def _bar(fig, ax, spec: dict, colors: dict[str, str]) -> None:
+    """Grouped bars (``style: "dots"``: points with error bars, for values far from zero)."""
     cats = [str(c) for c in spec["categories"]]
     n = len(spec["series"])
     width = 0.8 / max(n, 1)
     base = np.arange(len(cats), dtype=np.float64)
+    dots = spec.get("style") == "dots"
     for j, s in enumerate(spec["series"]):
         pos = base + (j - (n - 1) / 2) * width
         h = _floats(s["y"])
-        ax.bar(pos, h, width * 0.92, color=_color(s, colors), label=str(s.get("name", "")))
+        color, label = _color(s, colors), str(s.get("name", ""))
+        err = None
         if s.get("ci_low") is not None and s.get("ci_high") is not None:
             lo, hi = _floats(s["ci_low"]), _floats(s["ci_high"])
-            ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(h)
-            err = np.vstack([np.abs(h - lo), np.abs(hi - h)])[:, ok]
-            ax.errorbar(pos[ok], h[ok], yerr=err, fmt="none", ecolor="#222222", capsize=3, linewidth=1.2)
-    ax.set_xticks(base, cats, rotation=20 if len(cats) > 6 or max(map(len, cats), default=0) > 14 else 0,
-                  ha="right" if len(cats) > 6 else "center")
+            err = np.nan_to_num(np.vstack([np.abs(h - lo), np.abs(hi - h)]), nan=0.0)
+        if dots:
+            ax.errorbar(pos, h, yerr=err, fmt="o", color=color, markersize=7, capsize=4, linewidth=1.5, label=label)
+            continue
+        ax.bar(pos, h, width * 0.92, color=color, label=label)
+        if err is not None:
+            ax.errorbar(pos, h, yerr=err, fmt="none", ecolor="#222222", capsize=3, linewidth=1.2)
+    needed = sum(len(c) for c in cats) * CHAR_PX + 24 * len(cats)
+    rotate = needed > 0.8 * fig.get_figwidth() * DPI / max(1, spec.get("_ncols", 1))
+    ax.set_xticks(base, cats, rotation=25 if rotate else 0, ha="right" if rotate else "center")
+    if dots:
+        ax.set_xlim(-0.6, len(cats) - 0.4)
+        for edge in base[:-1] + 0.5:
+            ax.axvline(edge, color="#dddddd", linewidth=1)
     ax.grid(axis="x", visible=False)
 
 

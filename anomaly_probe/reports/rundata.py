@@ -101,7 +101,9 @@ class RunData:
         return text if isinstance(text, str) and text.strip() else None
 
     def verdict(self, hypothesis: str) -> dict | None:
-        return next((v for v in self.verdicts if v.get("hypothesis") == hypothesis), None)
+        """The hypothesis' verdict at the longest sample length (verdicts may come one per length)."""
+        mine = [v for v in self.verdicts if v.get("hypothesis") == hypothesis]
+        return max(mine, key=lambda v: v["max_tokens"] if isinstance(v.get("max_tokens"), int) else 0, default=None)
 
     # ------------------------------------------------------------------ npz arrays
     def tokens(self, run: dict) -> dict[str, np.ndarray] | None:

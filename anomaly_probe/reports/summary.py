@@ -10,7 +10,7 @@ from anomaly_probe.reports.tree import Report, Table, walk
 STATUS_STYLE = {"supported": "bold green", "refuted": "dim", "inconclusive": "yellow", "error": "bold red"}
 
 
-CONSOLE_COLUMNS = {"rank": "#", "hypothesis": "hypothesis", "status": "status",
+CONSOLE_COLUMNS = {"rank": "#", "hypothesis": "hypothesis", "tokens per sample": "tokens", "status": "status",
                    "explained share [95% CI]": "share [95% CI]", "message": "message"}
 """The verdict columns a terminal shows, with shorter headers (the HTML has all of them)."""
 

@@ -12,32 +12,61 @@ from anomaly_probe.reports.tree import Cell, Table
 STATUS_ORDER = {"supported": 0, "inconclusive": 1, "refuted": 2, "error": 3}
 
 
-def ranked(verdicts: list[dict]) -> list[dict]:
-    """Verdicts by explained share, largest first; missing shares and errors last."""
-    def key(v: dict):
-        share = v.get("explained_share")
-        has = isinstance(share, (int, float)) and np.isfinite(share) and v.get("status") != "error"
-        return (0 if has else 1, -share if has else 0, STATUS_ORDER.get(v.get("status"), 4))
-    return sorted(verdicts, key=key)
+def _rank_key(v: dict):
+    share = v.get("explained_share")
+    has = isinstance(share, (int, float)) and np.isfinite(share) and v.get("status") != "error"
+    return (0 if has else 1, -share if has else 0, STATUS_ORDER.get(v.get("status"), 4))
 
 
-def verdict_table(verdicts: list[dict], thresholds: dict | None = None) -> Table:
+def _length(v: dict) -> int:
+    return v["max_tokens"] if isinstance(v.get("max_tokens"), int) else 0
+
+
+def by_hypothesis(verdicts: list[dict]) -> dict[str, list[dict]]:
+    """Verdicts grouped by hypothesis (one per sample length), longest length first within a group;
+    groups ranked by the verdict at their longest length (share largest first; no share and errors last)."""
+    groups: dict[str, list[dict]] = {}
+    for v in verdicts:
+        groups.setdefault(str(v.get("hypothesis", "?")), []).append(v)
+    for group in groups.values():
+        group.sort(key=_length, reverse=True)
+    return dict(sorted(groups.items(), key=lambda kv: _rank_key(kv[1][0])))
+
+
+def verdict_table(verdicts: list[dict]) -> Table:
+    """One row per verdict; hypotheses ranked by the share at their longest length, lengths longest first."""
     rows = []
-    for i, v in enumerate(ranked(verdicts), 1):
-        status = str(v.get("status", "?"))
-        effect = num(v.get("effect_size"), ".3g")
-        if effect != "n/a" and v.get("effect_label"):
-            effect += f" ({v['effect_label']})"
-        rows.append([Cell(str(i), "num"), Cell(str(v.get("hypothesis", "?"))), Cell(status.upper(), status),
-                     Cell(share_ci(v.get("explained_share"), v.get("ci_low"), v.get("ci_high")), "num"),
-                     Cell(effect), Cell(num(v.get("p_value"), ".3g"), "num"), Cell(n_text(v.get("n"))),
-                     Cell(str(v.get("message", "")))])
+    for rank, (hypothesis, group) in enumerate(by_hypothesis(verdicts).items(), 1):
+        for v in group:
+            status = str(v.get("status", "?"))
+            effect = num(v.get("effect_size"), ".3g")
+            if effect != "n/a" and v.get("effect_label"):
+                effect += f" ({v['effect_label']})"
+            rows.append([Cell(str(rank), "num"), Cell(hypothesis), Cell(num(v.get("max_tokens"), "d"), "num"),
+                         Cell(status.upper(), status),
+                         Cell(share_ci(v.get("explained_share"), v.get("ci_low"), v.get("ci_high")), "num"),
+                         Cell(effect), Cell(num(v.get("p_value"), ".3g"), "num"), Cell(n_text(v.get("n"))),
+                         Cell(str(v.get("message", "")))])
     caption = ("Explained share = (gap before - gap after) / gap before for each hypothesis' intervention, with its "
-               "95% block-bootstrap CI in brackets; ranked by share.")
-    if thresholds:
-        caption += " Thresholds: " + plain(thresholds) + "."
-    return Table("Verdicts", ["rank", "hypothesis", "status", "explained share [95% CI]", "effect", "p",
-                              "n", "message"], rows, caption=caption)
+               "95% block-bootstrap CI in brackets. Hypotheses are ranked by the share at their longest sample "
+               "length; one row per sample length.")
+    return Table("Verdicts", ["rank", "hypothesis", "tokens per sample", "status", "explained share [95% CI]",
+                              "effect", "p", "n", "message"], rows, caption=caption)
+
+
+def key_value_table(title: str, values, caption: str = "") -> Table | None:
+    """A dict from results.json (thresholds, settings) as a two-column table."""
+    if not isinstance(values, dict) or not values:
+        return None
+    return Table(title, ["name", "value"], [[Cell(str(k)), Cell(plain(v))] for k, v in values.items()],
+                 caption=caption)
+
+
+def failures_table(failures) -> Table | None:
+    """Experiments the run could not finish (results.json ``failures``)."""
+    if not isinstance(failures, list) or not failures:
+        return None
+    return Table("Experiments that failed", ["failure"], [[Cell(plain(f, 500), "error")] for f in failures])
 
 
 def comparisons_table(data: RunData) -> Table | None:

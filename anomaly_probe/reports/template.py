@@ -12,7 +12,8 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu San
 h1 { font-size: 1.6em; margin: 28px 0 4px; } h2 { font-size: 1.3em; margin-top: 40px; border-bottom: 2px solid #ddd; }
 h3 { font-size: 1.1em; margin-top: 26px; }
 .subtitle { color: #555; margin: 0 0 16px; word-break: break-all; }
-.headline { font-size: 1.12em; background: #eef5fb; border-left: 5px solid #0072B2; padding: 12px 16px; margin: 16px 0; }
+.headline { font-size: 1.12em; background: #eef5fb; border-left: 5px solid #0072B2; padding: 12px 16px;
+            margin: 16px 0; }
 nav ul { columns: 2; padding-left: 20px; margin: 8px 0 0; }
 table { border-collapse: collapse; margin: 10px 0 4px; font-size: 0.93em; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0; }
@@ -59,7 +60,8 @@ TEMPLATE = """<!DOCTYPE html>
 <caption>{{ b.title }}</caption>
 <thead><tr>{% for c in b.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for row in b.rows %}<tr{% if b.row_tags and b.row_tags[loop.index0] %} class="{{ b.row_tags[loop.index0] }}"{% endif %}>
+{% for row in b.rows %}{% set tag = b.row_tags[loop.index0] if b.row_tags else "" %}
+<tr{% if tag %} class="{{ tag }}"{% endif %}>
 {% for cell in row %}<td{% if cell.tag %} class="{{ cell.tag }}"{% endif %}>{{ cell.text }}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody></table></div>

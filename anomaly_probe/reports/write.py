@@ -39,11 +39,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, console=Non
         The folder is not a readable run folder, or the HTML cannot be written.
     """
     data = load_run(run_dir)
+    path = Path(out).expanduser() if out else data.run_dir / "report.html"
+    _check_out(path)
     report = build_report(data)
     figures_dir = data.run_dir / "figures"
     _remove_stale(figures_dir, keep=lambda p: p.name.startswith(COMPARE_PREFIX))
     rendered = render_figures(report, figures_dir)
-    path = Path(out).expanduser() if out else data.run_dir / "report.html"
     _write_text(path, render_html(report, rendered))
     if console is not None:
         print_summary(report, rendered, path, console)
@@ -58,8 +59,9 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path | None = None, 
     :class:`~anomaly_probe.errors.UserError` like :func:`write_report`.
     """
     datas = [load_run(d) for d in run_dirs]
-    report = build_comparison(datas)
     path = Path(out).expanduser() if out else datas[0].run_dir / "compare.html"
+    _check_out(path)
+    report = build_comparison(datas)
     figures_dir = path.parent / ("figures" if out is None else f"{path.stem}-figures")
     _remove_stale(figures_dir, keep=lambda p: not p.name.startswith(COMPARE_PREFIX))
     rendered = render_figures(report, figures_dir, prefix=COMPARE_PREFIX)
@@ -81,10 +83,14 @@ def _remove_stale(folder: Path, keep) -> None:
                 pass
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write (temp file + rename); a failure is the user's to fix (permissions, missing folder)."""
+def _check_out(path: Path) -> None:
+    """Refuse an output path that is a folder before any work is done."""
     if path.is_dir():
         raise UserError(f"--out {str(path)!r} is a folder; give a file name such as report.html")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Atomic write (temp file + rename); a failure is the user's to fix (permissions, missing folder)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

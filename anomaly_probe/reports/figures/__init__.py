@@ -1,7 +1,8 @@
-"""Figure builders: ``fn(data, verdict) -> list of blocks`` (figures, tables, notes), ``[]`` without data.
+"""Figure builders: ``fn(data, verdicts) -> list of blocks`` (figures, tables, notes), ``[]`` without data.
 
 :data:`BUILDERS` says which built-in figures belong to which report section. Builders compute plain
-figure specs only; :mod:`anomaly_probe.reports.plot` draws them.
+figure specs only; :mod:`anomaly_probe.reports.plot` draws them. ``verdicts`` are the section's
+verdicts (one per sample length, longest first; empty without any).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from anomaly_probe.reports.tree import Figure
 STEP_XLABEL = "query step t (tokens)"
 
 
-def entropy_heatmap(data: RunData, verdict: dict | None = None) -> list:
+def entropy_heatmap(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """Attention entropy (nats, mean over heads), layer x binned step, one panel per traced role."""
     panels = []
     for role, per_length in roles_with_traces(data).items():
         L = max(per_length)
@@ -44,7 +45,8 @@ def entropy_heatmap(data: RunData, verdict: dict | None = None) -> list:
     return [Figure("entropy-heatmap", spec, caption)]
 
 
-def logit_range(data: RunData, verdict: dict | None = None) -> list:
+def logit_range(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """Largest and smallest finite attention logit over steps, per role and sample length."""
     top, x_max = step_series(data, metric("logit_max", "max", "max"), reduce="max")
     bottom, _ = step_series(data, metric("logit_min", "min", "min"), reduce="min")
     if not top and not bottom:

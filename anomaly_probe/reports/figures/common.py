@@ -1,6 +1,6 @@
 """Helpers shared by the figure builders: per-role token arrays and trace reductions.
 
-A builder is ``fn(data, verdict) -> list of blocks``; it returns ``[]`` when its data is missing.
+A builder is ``fn(data, verdicts) -> list of blocks``; it returns ``[]`` when its data is missing.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ def _pairs(data: RunData) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
     return out
 
 
-def stepwise_vs_batched(data: RunData, verdict: dict | None = None) -> list:
+def stepwise_vs_batched(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """The full cache scored stepwise vs batched on the same tokens: scatter, |dNLL| by position, table."""
     by_length = _pairs(data)
     if not by_length:
         return []
@@ -49,8 +50,9 @@ def stepwise_vs_batched(data: RunData, verdict: dict | None = None) -> list:
         lines.append({"name": f"{L}-token samples", "x": binning.finite_list(c["x"]), "y": binning.finite_list(c["y"]),
                       "color_key": "baseline", "linestyle": linestyle(i)})
         d = step - fast
-        rows.append([Cell(str(L)), Cell(str(len(pairs))), Cell(str(d.size), "num"),
-                     Cell(num(float(np.nanmean(d)), "+.2e"), "num"), Cell(num(float(np.nanmax(np.abs(d))), ".2e"), "num")])
+        rows.append([Cell(str(L), "num"), Cell(str(len(pairs)), "num"), Cell(str(d.size), "num"),
+                     Cell(num(float(np.nanmean(d)), "+.2e"), "num"),
+                     Cell(num(float(np.nanmax(np.abs(d))), ".2e"), "num")])
     spec = {"kind": "panels", "title": "Eval-bias: full cache scored stepwise vs batched", "ncols": 2, "panels": [
         {"kind": "scatter", "title": "per-token NLL", "series": scatter, "diagonal": True,
          "xlabel": "batched NLL (nats/token)", "ylabel": "stepwise NLL (nats/token)"},

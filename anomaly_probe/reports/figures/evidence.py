@@ -1,4 +1,9 @@
-"""A verdict's own evidence: its figure specs (drawn generically) and its scalar values (a table)."""
+"""A hypothesis' own evidence: its verdicts' figure specs (drawn generically) and scalar values (a table).
+
+A hypothesis judged at several sample lengths has one verdict per length. Specs with the same ``id``
+become one figure with a panel per length, and the scalar values one table with a column per length,
+so lengths can be compared directly.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,47 @@ SPEC_KINDS = ("line", "bar", "scatter")
 HIDDEN_KEYS = ("figures",)
 
 
-def evidence_figures(hypothesis: str, verdict: dict) -> list:
-    """One :class:`Figure` per spec in ``evidence["figures"]``; a malformed spec becomes a short error note."""
-    evidence = verdict.get("evidence") if isinstance(verdict.get("evidence"), dict) else {}
-    specs = evidence.get("figures") or []
-    out = []
-    for i, spec in enumerate(specs if isinstance(specs, list) else [specs]):
-        problem = check_spec(spec)
-        if problem:
-            out.append(Text(f"Evidence figure {i + 1} of {hypothesis} not drawn: {problem}.", "error"))
+def _evidence(verdict: dict) -> dict:
+    return verdict.get("evidence") if isinstance(verdict.get("evidence"), dict) else {}
+
+
+def _length_name(verdict: dict) -> str:
+    return f"{verdict['max_tokens']} tokens" if isinstance(verdict.get("max_tokens"), int) else "value"
+
+
+def evidence_figures(hypothesis: str, verdicts: list[dict]) -> list:
+    """Figures from ``evidence["figures"]``; a malformed spec becomes a short error note."""
+    groups: dict[str, list[tuple[dict, dict]]] = {}
+    out: list = []
+    for verdict in verdicts:
+        specs = _evidence(verdict).get("figures") or []
+        for i, spec in enumerate(specs if isinstance(specs, list) else [specs]):
+            problem = check_spec(spec)
+            if problem:
+                out.append(Text(f"Evidence figure {i + 1} of {hypothesis} ({_length_name(verdict)}) not drawn: "
+                                f"{problem}.", "error"))
+                continue
+            ident = re.sub(r"[^A-Za-z0-9_-]+", "-", str(spec.get("id") or f"figure-{i + 1}"))
+            groups.setdefault(ident, []).append((verdict, spec))
+    for ident, members in groups.items():
+        fid = ident if ident.startswith(hypothesis) else f"{hypothesis}-{ident}"
+        if len(members) == 1:
+            out.append(Figure(fid, members[0][1], f"Evidence of the {hypothesis} experiment."))
             continue
-        ident = re.sub(r"[^A-Za-z0-9_-]+", "-", str(spec.get("id") or f"figure-{i + 1}"))
-        out.append(Figure(f"{hypothesis}-{ident}", spec, f"Evidence of the {hypothesis} experiment."))
+        panels = [spec | {"title": _panel_title(v, spec)} for v, spec in members]
+        title = re.sub(r"\s*\(\d+ tokens\)\s*$", "", str(members[0][1].get("title", ident)))
+        out.append(Figure(fid, {"kind": "panels", "title": title, "panels": panels},
+                          f"Evidence of the {hypothesis} experiment, one panel per sample length."))
     return out
+
+
+def _panel_title(verdict: dict, spec: dict) -> str:
+    """The spec's title, prefixed with the sample length unless it already names it."""
+    title = str(spec.get("title", ""))
+    L = verdict.get("max_tokens")
+    if isinstance(L, int) and re.search(rf"\b{L}\b", title):
+        return title
+    return f"{_length_name(verdict)}: {title}"
 
 
 def check_spec(spec) -> str | None:
@@ -42,10 +75,12 @@ def check_spec(spec) -> str | None:
     return None
 
 
-def evidence_table(hypothesis: str, verdict: dict) -> list:
-    evidence = verdict.get("evidence") if isinstance(verdict.get("evidence"), dict) else {}
-    rows = [[Cell(str(k)), Cell(plain(v))] for k, v in evidence.items() if k not in HIDDEN_KEYS]
-    if not rows:
+def evidence_table(hypothesis: str, verdicts: list[dict]) -> list:
+    """Scalar evidence, one row per name and one column per verdict (sample length)."""
+    names = list(dict.fromkeys(k for v in verdicts for k in _evidence(v) if k not in HIDDEN_KEYS))
+    if not names:
         return []
-    return [Table(f"{hypothesis}: evidence values", ["name", "value"], rows,
+    rows = [[Cell(name), *[Cell(plain(_evidence(v).get(name)) if name in _evidence(v) else "")
+                           for v in verdicts]] for name in names]
+    return [Table(f"{hypothesis}: evidence values", ["name", *[_length_name(v) for v in verdicts]], rows,
                   caption="Scalars and short series recorded by the experiment (long series: count only).")]

@@ -19,7 +19,8 @@ PANELS = (
 )
 
 
-def memory_over_steps(data: RunData, verdict: dict | None = None) -> list:
+def memory_over_steps(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """Process memory, KV-cache bytes, device memory and step latency over steps."""
     panels, x_max = [], 0
     for name, over_layers, scale, title, unit in PANELS:
         series, top = step_series(data, column(name, over_layers), scale=scale)
@@ -49,7 +50,8 @@ def _peak(trace: dict, name: str) -> float | None:
     return float(np.max(trace[name])) if name in trace and np.size(trace[name]) else None
 
 
-def memory_table(data: RunData, verdict: dict | None = None) -> list:
+def memory_table(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """Peak RSS, lowest available memory, swap and major faults of each traced run."""
     rows = []
     for role, per_length in roles_with_traces(data).items():
         for L, traces in per_length.items():

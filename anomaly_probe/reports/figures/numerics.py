@@ -15,7 +15,8 @@ STEP_XLABEL = "query step t (tokens)"
 REFERENCES = ("attn-fp64", "attn-fp32")
 
 
-def underflow(data: RunData, verdict: dict | None = None) -> list:
+def underflow(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """fp16 / bf16 softmax underflow per step: weights lost (count) and the mass they carried."""
     panels = []
     for fmt in ("fp16", "bf16"):
         count, x_max = step_series(data, metric(f"{fmt}_underflow_count", "sum", "sum"))
@@ -46,7 +47,8 @@ def _reference(data: RunData) -> tuple[str, list[dict]]:
     return "baseline", roles.role_runs(data, "baseline")
 
 
-def precision_comparison(data: RunData, verdict: dict | None = None) -> list:
+def precision_comparison(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """Per-token NLL of each precision run minus the reference (attn-fp64, attn-fp32 or the baseline)."""
     ref_name, ref_runs = _reference(data)
     ref = roles.by_length_sample(ref_runs)
     others = {k: v for k, v in roles.precision_runs(data).items() if k != ref_name}
@@ -67,13 +69,14 @@ def precision_comparison(data: RunData, verdict: dict | None = None) -> list:
             c = curve(diffs, edges)
             series.append({"name": name, "y": binning.finite_list(c["y"]), "color_key": name})
             flat = np.concatenate(diffs)
-            rows.append([Cell(name), Cell(str(L)), Cell(str(len(diffs))), Cell(str(flat.size), "num"),
+            rows.append([Cell(name), Cell(str(L), "num"), Cell(str(len(diffs)), "num"), Cell(str(flat.size), "num"),
                          Cell(num(float(np.nanmean(flat)), "+.2e"), "num"),
                          Cell(num(float(np.nanmax(np.abs(flat))), ".2e"), "num")])
         if series:
             centres = binning.finite_list((edges[:-1] + edges[1:]) / 2)
             panels.append({"kind": "line", "title": f"{L}-token samples", "x": centres, "series": series,
-                           "hlines": [{"y": 0.0, "label": f"same as {ref_name}"}], "vlines": trained_context_vline(data, L)})
+                           "hlines": [{"y": 0.0, "label": f"same as {ref_name}"}],
+                           "vlines": trained_context_vline(data, L)})
     if not panels:
         return []
     spec = {"kind": "panels", "title": f"Precision: NLL difference to {ref_name}, by position",

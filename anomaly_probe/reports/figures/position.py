@@ -56,7 +56,8 @@ def _caption(data: RunData, what: str) -> str:
             f"{tc_text} {BAND_NOTE}")
 
 
-def nll_by_position(data: RunData, verdict: dict | None = None) -> list:
+def nll_by_position(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """Per-token NLL (nats) by position, binned: one panel per sample length, a line per role."""
     panels = _position_panels(data, "nll")
     if not panels:
         return []
@@ -65,7 +66,8 @@ def nll_by_position(data: RunData, verdict: dict | None = None) -> list:
     return [Figure("nll-by-position", spec, _caption(data, "Per-token NLL (nats)"))]
 
 
-def ppl_by_position(data: RunData, verdict: dict | None = None) -> list:
+def ppl_by_position(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """Perplexity by position (exp of the binned mean NLL, log scale), one panel per sample length."""
     panels = _position_panels(data, "ppl")
     if not panels:
         return []
@@ -74,7 +76,8 @@ def ppl_by_position(data: RunData, verdict: dict | None = None) -> list:
     return [Figure("ppl-by-position", spec, _caption(data, "Perplexity, exp of the binned mean NLL,"))]
 
 
-def gap_curve(data: RunData, verdict: dict | None = None) -> list:
+def gap_curve(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """Baseline minus method NLL by position, a line per sample length, with the changepoint(s)."""
     by_length = _per_length(data)
     series, x_max = [], 0
     for i, (L, by_role) in enumerate(by_length.items()):
@@ -90,7 +93,7 @@ def gap_curve(data: RunData, verdict: dict | None = None) -> list:
         x_max = max(x_max, L)
     if not series:
         return []
-    vlines = trained_context_vline(data, x_max) + changepoints(verdict)
+    vlines = trained_context_vline(data, x_max) + changepoints(verdicts)
     spec = {"kind": "line", "title": "Gap: baseline NLL minus method NLL, by position",
             "xlabel": POSITION_XLABEL, "ylabel": "NLL gap (nats/token)", "series": series,
             "vlines": vlines, "hlines": [{"y": 0.0, "label": "no gap"}]}
@@ -101,28 +104,33 @@ def gap_curve(data: RunData, verdict: dict | None = None) -> list:
     return [Figure("gap-by-position", spec, caption)]
 
 
-def changepoints(verdict: dict | None) -> list[dict]:
-    """Changepoint vlines from the position verdict's evidence.
+def changepoints(verdicts: list[dict] | None) -> list[dict]:
+    """Changepoint vlines from the position verdicts' evidence (one verdict per sample length).
 
     Accepts ``evidence["changepoint"]`` (or ``changepoint_position``) as a number, a dict with
     ``position`` / ``x`` (and optional ``ci_low``, ``ci_high``), or a dict keyed by sample length.
     """
-    if not verdict or not isinstance(verdict.get("evidence"), dict):
-        return []
-    ev = verdict["evidence"]
-    value = ev.get("changepoint", ev.get("changepoint_position"))
     out = []
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        out.append({"x": float(value), "label": f"changepoint ({value:g} tokens)"})
-    elif isinstance(value, dict):
-        pos = value.get("position", value.get("x"))
-        if isinstance(pos, (int, float)):
-            label = f"changepoint ({pos:g} tokens"
-            if isinstance(value.get("ci_low"), (int, float)) and isinstance(value.get("ci_high"), (int, float)):
-                label += f", 95% CI {value['ci_low']:g}-{value['ci_high']:g}"
-            out.append({"x": float(pos), "label": label + ")"})
-        else:
-            for length, pos in value.items():
-                if isinstance(pos, (int, float)) and not isinstance(pos, bool):
-                    out.append({"x": float(pos), "label": f"changepoint, {length}-token samples ({pos:g})"})
+    for verdict in verdicts or []:
+        ev = verdict.get("evidence") if isinstance(verdict, dict) else None
+        if not isinstance(ev, dict):
+            continue
+        length = verdict.get("max_tokens")
+        where = f", {length}-token samples" if isinstance(length, int) and len(verdicts) > 1 else ""
+        out += _changepoint(ev.get("changepoint", ev.get("changepoint_position")), where)
     return out
+
+
+def _changepoint(value, where: str) -> list[dict]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [{"x": float(value), "label": f"changepoint ({value:g} tokens{where})"}]
+    if not isinstance(value, dict):
+        return []
+    pos = value.get("position", value.get("x"))
+    if isinstance(pos, (int, float)) and not isinstance(pos, bool):
+        label = f"changepoint ({pos:g} tokens"
+        if isinstance(value.get("ci_low"), (int, float)) and isinstance(value.get("ci_high"), (int, float)):
+            label += f", 95% CI {value['ci_low']:g}-{value['ci_high']:g}"
+        return [{"x": float(pos), "label": label + where + ")"}]
+    return [{"x": float(p), "label": f"changepoint, {length}-token samples ({p:g})"}
+            for length, p in value.items() if isinstance(p, (int, float)) and not isinstance(p, bool)]

@@ -38,7 +38,8 @@ def _groups(data: RunData) -> dict[str, dict]:
     return groups
 
 
-def ppl_by_run(data: RunData, verdict: dict | None = None) -> list:
+def ppl_by_run(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """PPL of every run per sample length, with 95% block-bootstrap CIs (points with error bars)."""
     lengths = roles.lengths(data)
     groups = _groups(data)
     if not groups or len(groups) > MAX_GROUPS:
@@ -55,11 +56,12 @@ def ppl_by_run(data: RunData, verdict: dict | None = None) -> list:
             hi.append(_exp(high))
         series.append({"name": key, "y": y, "ci_low": lo, "ci_high": hi, "color_key": group["color_key"]})
     finite = [v for s in series for v in s["y"] if v]
-    spec = {"kind": "bar", "title": "Perplexity per run and sample length",
+    spec = {"kind": "bar", "style": "dots", "title": "Perplexity per run and sample length",
             "xlabel": "sample length", "ylabel": "PPL = exp(mean NLL)",
             "categories": [f"{L} tokens" for L in lengths], "series": series,
             "log_y": bool(finite) and max(finite) / max(min(finite), 1e-12) > 20}
-    caption = ("Perplexity over all scored tokens of all samples of each run. Error bars: 95% block-bootstrap CI "
+    caption = ("Perplexity over all scored tokens of all samples of each run (points, not bars: the axis need not "
+               "start at zero). Error bars: 95% block-bootstrap CI "
                f"(blocks of {binning.BLOCK_TOKENS} tokens resampled within and across samples, "
                f"{binning.BOOTSTRAP_DRAWS} draws).")
     return [Figure("ppl-by-run", spec, caption)]

@@ -49,7 +49,10 @@ def step_series(data: RunData, extract: Extract, reduce: str = "mean", scale: fl
 
 
 def metric(name: str, over_layers: str, over_heads: str) -> Extract:
-    """Extractor of ``layers.*.attn.<name>`` reduced over heads, then over layers (``sum``, ``mean``, ``max``, ``min``)."""
+    """Extractor of ``layers.*.attn.<name>`` reduced over heads, then over layers.
+
+    ``over_heads`` and ``over_layers`` name NaN-ignoring numpy reductions: ``sum``, ``mean``, ``max``, ``min``.
+    """
     def extract(trace: dict) -> np.ndarray | None:
         arr = stack_layers(trace, name)  # (layers, S, H)
         if arr is None:
