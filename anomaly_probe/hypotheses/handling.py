@@ -52,16 +52,18 @@ class Handling(Hypothesis):
         roles = [("baseline", "full cache", "baseline")] + [
             ("method" if m == user else f"mode:{m}", f"{m}{' (yours)' if m == user else ''}", f"mode:{m}")
             for m in POSITION_MODES]
-        cats, y, lo, hi = [], [], [], []
+        cats, y, lo, hi, keys = [], [], [], [], []
         for role, name, _ in roles:
             if role not in data.nll:
                 continue
             blocks = make_blocks([a[:, None] for a in data.nll[role]], th.block_tokens)
             m, l, h = mean_ci(blocks, 0, th.n_boot, th.ci_level)
             cats.append(name)
+            keys.append("baseline" if role == "baseline" else "method" if role == "method"
+                        else data.runs[role][0]["label"] if data.runs.get(role) else role)
             y.append(float(np.exp(m)))
             lo.append(float(np.exp(l)))
             hi.append(float(np.exp(h)))
         return {"id": "handling-modes", "kind": "bar", "title": f"PPL by position mode ({data.max_tokens} tokens)",
-                "xlabel": "position mode", "ylabel": "PPL (exp mean NLL)", "categories": cats,
-                "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi, "color_key": "method"}]}
+                "xlabel": "position mode", "ylabel": "PPL (exp mean NLL)", "categories": cats, "style": "dots",
+                "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi, "color_keys": keys}]}

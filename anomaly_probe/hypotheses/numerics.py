@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from anomaly_probe.hypotheses.base import Hypothesis, JudgeInput, PlanContext, RoleSpec
-from anomaly_probe.hypotheses.share import judge_share
+from anomaly_probe.hypotheses.share import binned, judge_share, position_edges
 from anomaly_probe.methods import FullCache
 from anomaly_probe.verdict import Verdict
 
@@ -37,19 +37,25 @@ class Numerics(Hypothesis):
         gap = [c[:, 0] - c[:, 1] for c in cols]
         effect = [c[:, 2] - c[:, 3] for c in cols]
         max_abs = float(max(np.abs(e).max() for e in effect))
-        mean_t = float(np.mean(np.concatenate([c[:, 2] for c in cols])))
-        mean_r = float(np.mean(np.concatenate([c[:, 3] for c in cols])))
+        n = min(len(e) for e in effect)
+        mean_abs = np.mean([np.abs(e[:n]) for e in effect], axis=0)  # (n,) |dNLL| per position
+        edges = position_edges(n)
+        centers = [float((a + b) / 2) for a, b in zip(edges[:-1], edges[1:])]
+        tc = data.trained_context
         verdict = judge_share(
             self.name, gap, effect, data.thresholds,
             what=f"switching the baseline's attention from {test_label} to {ref_label}",
             effect_label=f"mean NLL({test_label}) - NLL({ref_label}) (nats/token)",
             evidence={"precision_under_test": test_label, "reference": ref_label, "max_abs_dnll": max_abs,
                       "figures": [{
-                          "id": "numerics-precision", "kind": "bar",
-                          "title": f"Baseline NLL by attention precision ({data.max_tokens} tokens)",
-                          "xlabel": "attention precision", "ylabel": "mean NLL (nats/token)",
-                          "categories": [test_label, ref_label],
-                          "series": [{"name": "full cache", "y": [mean_t, mean_r], "color_key": "baseline"}]}]},
+                          "id": "numerics-dnll", "kind": "line", "log_y": True,
+                          "title": f"|NLL({test_label}) - NLL({ref_label})| by position, full cache",
+                          "xlabel": "token position", "ylabel": "mean |dNLL| (nats/token)", "x": centers,
+                          "vlines": [{"x": tc, "label": f"trained context {tc}"}] if tc <= n else [],
+                          "hlines": [{"y": data.thresholds.null_effect_nats, "label": "null tolerance"}],
+                          "series": [{"name": "|dNLL| (bin mean)", "color_key": "baseline",
+                                      "y": [None if v is None else max(v, 1e-9)
+                                            for v in binned(mean_abs, np.arange(1, n + 1), edges)]}]}]},
         )
         verdict.message += f" Max |dNLL| between precisions: {max_abs:.2e} nats."
         return verdict

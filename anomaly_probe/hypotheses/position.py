@@ -63,7 +63,7 @@ class Position(Hypothesis):
              "vlines": vlines + ([{"x": cp_tokens, "label": f"changepoint {cp_tokens}"}] if cp_tokens else []),
              "series": [{"name": "baseline - method", "y": binned(gap_curve, positions, edges), "color_key": "gap"}]},
         ]
-        evidence = {"trained_context": tc, "changepoint_tokens": cp_tokens, "changepoint_gain": gain,
+        evidence = {"trained_context": tc, "changepoint_tokens": cp_tokens, "changepoint": cp_tokens, "changepoint_gain": gain,
                     "changepoint_over_trained_context": (cp_tokens / tc) if cp_tokens else None,
                     "max_position": int(n), "figures": figures}
         verdict = judge_share(self.name, gap, effect, th,

@@ -42,7 +42,9 @@ class Sinks(Hypothesis):
             lo.append(float(np.exp(l)))
             hi.append(float(np.exp(h)))
         bars = {"id": "sinks", "kind": "bar", "title": f"PPL with and without sinks ({data.max_tokens} tokens)",
-                "xlabel": "cache", "ylabel": "PPL (exp mean NLL)", "categories": cats,
-                "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi, "color_key": "method"}]}
+                "xlabel": "cache", "ylabel": "PPL (exp mean NLL)", "categories": cats, "style": "dots",
+                "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi,
+                            "color_keys": ["baseline", "method",
+                                           data.runs["window"][0]["label"] if data.runs.get("window") else "window"]}]}
         return judge_share(self.name, gap, effect, th, what=f"dropping the {m.sink_size} sink tokens",
                            effect_label="mean NLL(window) - NLL(method) (nats/token)", evidence={"figures": [bars]})

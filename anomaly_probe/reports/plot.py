@@ -7,7 +7,8 @@ Kinds, beyond docs/FORMATS.md's generic ``line`` / ``bar`` / ``scatter``:
 * ``panels``: ``panels`` (a list of specs drawn in a grid of ``ncols`` columns), whose ``xlabel``,
   ``ylabel``, ``zlabel`` and ``log_y`` the panels inherit unless they set their own.
 
-Optional series keys: ``linestyle`` (matplotlib style), ``marker`` (scatter), ``x`` (a series' own x).
+Optional series keys: ``linestyle`` (matplotlib style), ``marker`` (scatter), ``x`` (a series' own x),
+``color_keys`` (bar: one colour key per category instead of one per series).
 Optional spec key: ``diagonal`` (scatter: draw y = x). Colours come from the report's colour map,
 keyed by ``color_key`` (else the series name). Uses ``matplotlib.figure.Figure`` directly: no pyplot,
 no GUI backend, nothing global beyond a temporary rc context.
@@ -177,6 +178,19 @@ def _bar(fig, ax, spec: dict, colors: dict[str, str]) -> None:
         if s.get("ci_low") is not None and s.get("ci_high") is not None:
             lo, hi = _floats(s["ci_low"]), _floats(s["ci_high"])
             err = np.nan_to_num(np.vstack([np.abs(h - lo), np.abs(hi - h)]), nan=0.0)
+        if s.get("color_keys"):  # one colour per category (e.g. baseline vs method bars in one series)
+            cols = [colors.get(str(k), FALLBACK) for k in s["color_keys"]]
+            for i in range(len(cats)):
+                e = None if err is None else err[:, i:i + 1]
+                if dots:
+                    ax.errorbar(pos[i:i + 1], h[i:i + 1], yerr=e, fmt="o", color=cols[i], markersize=7, capsize=4,
+                                linewidth=1.5, label=label if i == 0 else None)
+                else:
+                    ax.bar(pos[i:i + 1], h[i:i + 1], width * 0.92, color=cols[i], label=label if i == 0 else None)
+                    if e is not None:
+                        ax.errorbar(pos[i:i + 1], h[i:i + 1], yerr=e, fmt="none", ecolor="#222222", capsize=3,
+                                    linewidth=1.2)
+            continue
         if dots:
             ax.errorbar(pos, h, yerr=err, fmt="o", color=color, markersize=7, capsize=4, linewidth=1.5, label=label)
             continue
