@@ -19,6 +19,21 @@ EPILOG_RUN = """examples:
 """
 
 
+EPILOG_CHECK = """examples:
+  anomaly-probe check                                            # reference engines on tiny-neox (seconds)
+  anomaly-probe check --scorer my_eval.py:score --junit check.xml  # your scorer vs the reference, for CI
+  anomaly-probe check --model EleutherAI/pythia-70m --max-tokens 600 --recent-size 252 --only engines
+exit code: 0 all checks passed, 1 a check failed, 2 bad input (flags, --scorer, scorer output)
+"""
+
+
+EPILOG_IMPORT = """examples:
+  anomaly-probe import --baseline base.csv --method stream.csv --trained-context 2048
+  anomaly-probe import --baseline base.jsonl --method stream.jsonl --model-config ./pythia/config.json --out RUN_DIR
+  anomaly-probe import --baseline b.csv --method m.csv --nll-col loss_nats --pos-col t --sample-col doc
+"""
+
+
 EPILOG_REPORT = """examples:
   anomaly-probe report reports/20260101-120000-smollm2-135m
   anomaly-probe report RUN_A RUN_B --out compare.html
@@ -80,7 +95,73 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="run folder (default reports/<time>-<model>)")
     _add_report_arguments(sub.add_parser("report", help="re-render report.html and figures from saved runs",
                                          epilog=EPILOG_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter))
+    _add_check_arguments(sub.add_parser("check", help="sanity checks of the engines and of your own scorer (CI)",
+                                        epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter))
+    _add_import_arguments(sub.add_parser("import", help="diagnose per-token logs written by other tools",
+                                         epilog=EPILOG_IMPORT, formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
+
+
+def _add_check_arguments(chk: argparse.ArgumentParser) -> None:
+    chk.description = ("Sanity checks, each passing or failing on its own: stepwise == batched, capacity >= length "
+                       "== full, probes change nothing, same seed == same result, token accounting, finite NLL, "
+                       "stepwise == parallel per method and position mode; with --scorer, your scorer vs the "
+                       "reference.")
+    g = chk.add_argument_group("model and samples")
+    g.add_argument("--model", default="tiny-neox",
+                   help="tiny-neox (default, seconds), smollm2-135m, a hub ID, a folder or a .gguf file")
+    g.add_argument("--text", default=None, help=".txt or .jsonl (field 'text'); default: pydoc_data.topics")
+    g.add_argument("--max-tokens", type=_positive_or_any_int, default=256, metavar="N",
+                   help="tokens per sample (default 256; must exceed sink + recent + 1)")
+    g.add_argument("--num-samples", type=_positive_or_any_int, default=2,
+                   help="samples, scored in sequence (default 2)")
+    g = chk.add_argument_group("KV-cache method")
+    g.add_argument("--method", default="streaming_llm", help="streaming_llm (default) or window: given to --scorer")
+    g.add_argument("--sink-size", type=_positive_or_any_int, default=4, help="attention sinks (default 4)")
+    g.add_argument("--recent-size", type=_positive_or_any_int, default=60, help="recent tokens (default 60)")
+    g.add_argument("--position-mode", default="in-cache", help="in-cache (default), absolute or naive")
+    g = chk.add_argument_group("checks and output")
+    g.add_argument("--scorer", default=None, metavar="MODULE:FUNCTION",
+                   help="your scorer, module:function or path/file.py:function; "
+                        "fn(model, input_ids (1, T), method: dict) -> T-1 per-token NLL (nats)")
+    g.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
+                   help="run only checks matching these globs or dotted prefixes (e.g. engines scorer)")
+    g.add_argument("--tolerance", type=float, default=None,
+                   help="max |dNLL| in nats for 'equal' (default by dtype: float32 1e-4, float16 2e-2, bfloat16 1e-1)")
+    g.add_argument("--json", default=None, metavar="FILE", help="write every check as JSON")
+    g.add_argument("--junit", default=None, metavar="FILE", help="write JUnit XML (one testcase per check)")
+    g = chk.add_argument_group("execution")
+    from anomaly_probe.device import DEVICES, DTYPES
+
+    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
+    g.add_argument("--dtype", default="auto", help=f"auto (float32 on CPU, float16 on GPU), {', '.join(DTYPES)}")
+    g.add_argument("--seed", type=_positive_or_any_int, default=0)
+
+
+def _add_import_arguments(imp: argparse.ArgumentParser) -> None:
+    imp.description = ("Read per-token logs (CSV or JSONL, one file per method) written by another evaluation script "
+                       "and run every hypothesis that needs no model; write results.json and the report.")
+    g = imp.add_argument_group("logs")
+    g.add_argument("--baseline", required=True, metavar="FILE",
+                   help="per-token log of the full cache (.csv/.tsv/.jsonl)")
+    g.add_argument("--method", required=True, metavar="FILE", help="per-token log of the method under test")
+    g.add_argument("--method-label", default=None, help="name of the method (default: the file name)")
+    g = imp.add_argument_group("columns (default: common spellings, see README)")
+    for flag, what in (("--nll-col", "per-token NLL in nats (nll, loss, neg_log_likelihood)"),
+                       ("--pos-col", "token index (input_length, position, token, step, idx, index)"),
+                       ("--sample-col", "sample id (sample, sample_id, doc, sequence)"),
+                       ("--memory-col", "memory (memory, vram, rss, mem_bytes)"),
+                       ("--latency-col", "seconds per token (latency, time, seconds)"),
+                       ("--correct-col", "top-1 correct 0/1 (correct, top1, acc)")):
+        g.add_argument(flag, default=None, metavar="NAME", help=what)
+    g.add_argument("--memory-unit", default="B",
+                   help="unit of the memory column: B (default), KiB, MiB, GiB, KB, MB, GB")
+    g = imp.add_argument_group("model facts")
+    g.add_argument("--trained-context", type=_positive_or_any_int, default=None, metavar="N",
+                   help="the model's trained context (tokens)")
+    g.add_argument("--model-config", default=None, metavar="PATH",
+                   help="config.json, a folder holding it, or a cached hub ID: max_position_embeddings")
+    g.add_argument("--out", default=None, help="run folder (default reports/<time>-import)")
 
 
 def _add_report_arguments(rep: argparse.ArgumentParser) -> None:
@@ -89,6 +170,15 @@ def _add_report_arguments(rep: argparse.ArgumentParser) -> None:
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) written by `anomaly-probe run`")
     rep.add_argument("--out", default=None, metavar="FILE",
                      help="HTML file to write (default RUN_DIR/report.html, or FIRST_RUN_DIR/compare.html)")
+
+
+def build_import_parser() -> argparse.ArgumentParser:
+    """``anomaly-probe import`` alone: like ``report`` it needs no torch."""
+    parser = _Parser(prog="anomaly-probe")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_import_arguments(sub.add_parser("import", epilog=EPILOG_IMPORT,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter))
+    return parser
 
 
 def build_report_parser() -> argparse.ArgumentParser:
@@ -161,6 +251,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from anomaly_probe.check.command import run_check
+
+    return run_check(args)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from anomaly_probe.importer.command import run_import
+
+    return run_import(args)
+
+
 def _remove_if_empty(path) -> None:
     try:
         path.rmdir()
@@ -174,12 +276,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         words = sys.argv[1:] if argv is None else argv
-        parser = build_report_parser() if words[:1] == ["report"] else build_parser()
+        light = {"report": build_report_parser, "import": build_import_parser}.get(words[0] if words else "")
+        parser = light() if light else build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 2
-        return {"run": cmd_run, "report": cmd_report}[args.command](args)
+        return {"run": cmd_run, "report": cmd_report, "check": cmd_check, "import": cmd_import}[args.command](args)
     except UserError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code

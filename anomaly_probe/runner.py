@@ -16,12 +16,13 @@ import torch
 
 from anomaly_probe.config import RunConfig
 from anomaly_probe.device import dtype_name, resolve_device, resolve_dtype
-from anomaly_probe.engines import ENGINES, pick_engine
+from anomaly_probe.engines import CHUNKED_ENGINES, ENGINES, pick_engine
 from anomaly_probe.environment import describe_environment
 from anomaly_probe.errors import UserError
 from anomaly_probe.interventions import apply_intervention
 from anomaly_probe.methods import FullCache, build_method
 from anomaly_probe.methods.base import CacheMethod
+from anomaly_probe.probes import ProbeSession, parse_probes
 from anomaly_probe.results import SCHEMA_VERSION, compare, save_tokens, write_json
 from anomaly_probe.units import Unit
 
@@ -47,6 +48,7 @@ def validate_config(config: RunConfig) -> CacheMethod:
                           position_mode=config.position_mode)
     pick_engine(config.engine, FullCache())
     pick_engine(config.engine, method)
+    parse_probes(config.probes)
     return method
 
 
@@ -121,11 +123,13 @@ class Session:
             if run["key"] == unit.key:
                 return run
         fn = ENGINES.get(unit.engine)
-        kwargs = {"chunk_size": self.config.chunk_size} if unit.engine == "batched" else {}
+        kwargs = {"chunk_size": self.config.chunk_size} if unit.engine in CHUNKED_ENGINES else {}
         ids = self._samples[unit.max_tokens][unit.sample][:unit.n_tokens]
         intervention_info: dict = {}
-        with apply_intervention(unit.intervention, self.loaded.model, intervention_info):
-            scores = fn(self.loaded.model, ids, unit.method, progress=progress or (lambda n: None), **kwargs)
+        probes = ProbeSession(self.loaded.model, parse_probes(self.config.probes))
+        with apply_intervention(unit.intervention, self.loaded.model, intervention_info), probes:
+            scores = fn(self.loaded.model, ids, unit.method, progress=progress or (lambda n: None),
+                        observer=probes.observer, **kwargs)
         tokens_file = f"tokens/{unit.key}.npz"
         save_tokens(self.run_dir / tokens_file, scores)
         record = {
@@ -141,6 +145,7 @@ class Session:
             "sample": unit.sample,
             **scores.summary(),
             "tokens_file": tokens_file,
+            **probes.save(self.run_dir, unit.key),  # trace_file, trace_bytes_per_step (with --probes)
         }
         self.runs.append(record)
         self.arrays[unit.key] = {"nll": scores.nll, "correct": scores.correct, "query_pos": scores.query_pos,

@@ -26,9 +26,13 @@ from typing import Iterator
 import torch
 
 from anomaly_probe.engines.step_context import ATTENTION_RECORDER
+from anomaly_probe.errors import UserError
 from anomaly_probe.models.rope import RopeSpec
 
 ATTN_NAME = "anomaly_probe_parallel"
+REPLACEABLE = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
+"""Standard implementations: same results as ours up to rounding, so switching away from them is safe."""
+PROBE_PREFIX = "anomaly_probe_record"  # the attention probe's wrapper (it only records)
 
 
 @dataclass
@@ -153,14 +157,28 @@ def _refuse_mask(*_args, **_kwargs):
 
 @contextmanager
 def parallel_attention_enabled(model: torch.nn.Module) -> Iterator[None]:
-    """Register :func:`parallel_attention` and switch ``model`` to it; restore the previous one on exit."""
+    """Register :func:`parallel_attention` and switch ``model`` to it; restore the previous one on exit.
+
+    Raises
+    ------
+    UserError
+        When the model runs a custom attention (an intervention): replacing it would drop it silently.
+        The attention probe's recording wrapper is fine: this attention calls the recorder itself.
+    """
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
+    previous = model.config._attn_implementation
+    if previous not in REPLACEABLE and not str(previous).startswith(PROBE_PREFIX):
+        raise UserError(f"the parallel engine replaces the attention function, so the model's current one "
+                        f"({previous!r}, e.g. an intervention) would be dropped; use --engine batched or stepwise")
     AttentionInterface.register(ATTN_NAME, parallel_attention)
     AttentionMaskInterface.register(ATTN_NAME, _refuse_mask)
-    previous = model.config._attn_implementation
     model.set_attn_implementation(ATTN_NAME)
+    if model.config._attn_implementation != ATTN_NAME:
+        model.set_attn_implementation(previous)
+        raise UserError(f"{type(model).__name__} refused to switch its attention implementation; "
+                        "the parallel engine needs attention that dispatches through AttentionInterface")
     try:
         yield
     finally:

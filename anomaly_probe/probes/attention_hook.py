@@ -17,45 +17,10 @@ import torch
 
 from anomaly_probe.engines.step_context import ATTENTION_RECORDER, AttentionRecorder
 from anomaly_probe.errors import UserError
+from anomaly_probe.probes.scores import scores_in_chunks
+from anomaly_probe.probes.threads import single_thread
 
 NAME = "anomaly_probe_record"
-WRAPPABLE = ("sdpa", "eager")  # implementations whose masks are None or a 4D tensor
-CHUNK_ELEMENTS = 1 << 22  # float32 logits per query chunk (16 MiB): never a T x T map
-
-
-def scores_in_chunks(query: torch.Tensor, key: torch.Tensor, scaling: float, softcap: float | None = None,
-                     max_elements: int = CHUNK_ELEMENTS) -> Iterator[tuple[int, torch.Tensor]]:
-    """Scaled float32 scores ``q k^T * scaling`` of query chunks, with GQA keys shared, not copied.
-
-    Parameters
-    ----------
-    query : torch.Tensor
-        Shape (B, H, Tq, D).
-    key : torch.Tensor
-        Shape (B, Hkv, Tk, D), H a multiple of Hkv.
-    scaling : float
-        Score scale (usually D ** -0.5).
-    softcap : float, optional
-        Gemma-style cap: ``tanh(s / softcap) * softcap``.
-
-    Yields
-    ------
-    tuple of (int, torch.Tensor)
-        First query row of the chunk and its scores, shape (B, H, tq, Tk).
-    """
-    B, H, Tq, D = query.shape
-    Hkv, Tk = key.shape[1], key.shape[2]
-    g = H // Hkv  # query heads per KV head: head h reads KV head h // g (repeat_kv order)
-    key_t = key.float().transpose(-1, -2)  # (B, Hkv, D, Tk)
-    rows = max(1, max_elements // max(1, B * H * Tk))
-    for lo in range(0, Tq, rows):
-        q = query[:, :, lo:lo + rows].float()  # (B, H, tq, D)
-        tq = q.shape[2]
-        s = torch.matmul(q.reshape(B, Hkv, g * tq, D), key_t)  # (B, Hkv, g*tq, Tk)
-        s = s.view(B, H, tq, Tk).mul_(scaling)
-        if softcap is not None:
-            s = torch.tanh(s / softcap).mul_(softcap)
-        yield lo, s
 
 
 class _VisibleCache:
@@ -125,8 +90,17 @@ def _make_recording_attention(delegate: Callable) -> Callable:
         if scaling is None:
             scaling = getattr(module, "scaling", None) or query.shape[-1] ** -0.5
         Tq, Tk = query.shape[2], key.shape[2]
+        softcap = kwargs.get("softcap")
+        record_qk = getattr(recorder, "record_qk", None)
         with torch.no_grad():
-            for lo, scores in scores_in_chunks(query, key, float(scaling), kwargs.get("softcap")):
+            if record_qk is not None:  # our probe scores small forwards itself
+                def mask():
+                    return visible_cache.get(attention_mask, 0, Tq, Tq, Tk, query.device)
+
+                with single_thread(query.device):  # small work: keep the thread pool asleep
+                    if record_qk(module, query, key, float(scaling), softcap, mask):
+                        return out
+            for lo, scores in scores_in_chunks(query, key, float(scaling), softcap):
                 visible, bias = visible_cache.get(attention_mask, lo, scores.shape[2], Tq, Tk, scores.device)
                 if bias is not None:
                     scores = scores + bias  # additive biases the mask applies to visible keys (eager)
@@ -156,7 +130,8 @@ def check_hookable(model: torch.nn.Module) -> str:
     ------
     UserError
         Not a transformers model, an architecture whose attention does not dispatch through
-        ``AttentionInterface``, or an implementation other than sdpa/eager.
+        ``AttentionInterface``, or an implementation whose masks are not sdpa's or eager's (flash,
+        flex: padding-only or block masks).
     """
     cls = type(model)
     config = getattr(model, "config", None)
@@ -167,10 +142,14 @@ def check_hookable(model: torch.nn.Module) -> str:
     if can_set is not None and not can_set():
         raise UserError(f"cannot attach the attention probe to {cls.__name__} ({config.model_type}): its attention "
                         "does not dispatch through transformers' AttentionInterface; use --probes cache,process")
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, sdpa_mask
+
     implementation = config._attn_implementation
-    if implementation not in WRAPPABLE:
-        raise UserError(f"the attention probe wraps {' or '.join(WRAPPABLE)} attention, but {cls.__name__} uses "
-                        f"{implementation!r}; load the model with attn_implementation='sdpa'")
+    mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(implementation)
+    if implementation != "eager" and mask_fn not in (sdpa_mask, eager_mask):
+        raise UserError(f"the attention probe wraps attention implementations with sdpa or eager masks (None or "
+                        f"a 4D tensor), but {cls.__name__} uses {implementation!r}; load the model with "
+                        "attn_implementation='sdpa'")
     return implementation
 
 

@@ -1,14 +1,22 @@
-"""The attention recorder: buffers the logits of one forward and reduces them in one fused pass.
+"""The attention recorder: collects one forward's scores per layer and reduces them in batches.
 
 It is what :data:`~anomaly_probe.engines.step_context.ATTENTION_RECORDER` holds while the probe is
-attached. A single-query forward (stepwise engine) calls it once per layer with a tiny (1, H, 1, Tk)
-tensor; reducing each call alone would pay ~40 op launches per layer. Instead the calls of one forward
-that share a shape are copied into one (layers, B, H, Tq, Tk) buffer and reduced together when the
-forward ends (or the shape changes, or the buffer is full). Large calls (many queries) are reduced at
-once. Results stay on the device as small (layers, Tq, H, M) tensors and move to the CPU in batches.
+attached. Two ways in:
+
+* ``probe(module, logits, visible)`` -- the contract any attention function can call with its own
+  float32 scores (a parallel engine; the recording wrapper for large forwards).
+* ``probe.record_qk(...)`` -- the recording wrapper's path for small forwards: the probe scores the
+  layer's query and key itself (no chunking needed).
+
+Small forwards (one query per step) are stacked into a :class:`StatBatch` and reduced many forwards
+at a time, so a stepwise run pays the reduction's op launches once per ~30 steps rather than once
+per layer and step. Large forwards (many queries) are reduced as they come, in query chunks. Results
+stay on the device as small tensors and move to the CPU in batches.
 """
 
 from __future__ import annotations
+
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -16,24 +24,32 @@ import torch
 from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo
 from anomaly_probe.probes.attention_stats import ATTN_METRICS, COUNT_METRICS, fused_stats, key_weights
 from anomaly_probe.probes.rows import StepRows
+from anomaly_probe.probes.scores import scaled_scores
+from anomaly_probe.probes.stat_batch import BATCH_ELEMENTS, StatBatch
 
-GROUP_ELEMENTS = 1 << 22  # logits elements buffered before a reduction (16 MiB of float32)
-OFFLOAD_EVERY = 256  # reductions kept on an accelerator before one batched copy to the CPU
+OFFLOAD_EVERY = 64  # reductions kept on an accelerator before one batched copy to the CPU
 
 
-class _Group:
-    """Logits of several layers with the same step, rows, shape and visible mask."""
+class _Entry(NamedTuple):
+    """One layer's scores in the current forward."""
 
-    def __init__(self, key: tuple, info: StepInfo, base: int, row_lo: int, buf: torch.Tensor,
-                 visible: torch.Tensor | None) -> None:
-        self.key, self.info, self.base, self.row_lo = key, info, base, row_lo
-        self.buf = buf  # (capacity, B, H, Tq, Tk) float32
-        self.visible = visible
-        self.layers: list[int] = []
+    layer: int
+    row_lo: int  # first query row of the forward that the scores hold
+    visible: torch.Tensor | None
+    scores: torch.Tensor  # (1, H, Tq, Tk) float32, owned by the probe
+
+    def shape_key(self) -> tuple:
+        return self.row_lo, tuple(self.scores.shape)
+
+
+def _same_mask(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.shape == b.shape and torch.equal(a, b))
 
 
 class AttentionProbe:
-    """Recorder ``probe(module, logits, visible)`` plus the trace columns it produces.
+    """Recorder plus the trace columns it produces.
 
     Parameters
     ----------
@@ -44,10 +60,11 @@ class AttentionProbe:
 
     Notes
     -----
-    ``visible`` is kept by reference until the forward ends; callers pass masks they do not modify.
-    Logits are copied, so callers may reuse their buffer. Calls made while no engine step is set
-    (``CURRENT_STEP`` is ``None``) are not recorded; ``unrecorded_calls`` counts them. Only batch size
-    1 is supported (the engines' contract).
+    ``visible`` masks handed to the recorder are used until the engine's forward ends
+    (``end_forward``, called by the probe session's ``after_forward``); callers must not modify them
+    in place before that. Scores are copied. Calls made while no engine step is set
+    (``CURRENT_STEP`` is ``None``) are not recorded; ``unrecorded_calls`` counts them. Batch size 1
+    only (the engines' contract).
     """
 
     def __init__(self, rows: StepRows, num_layers: int) -> None:
@@ -57,22 +74,19 @@ class AttentionProbe:
         self.unrecorded_calls = 0
         self._info: StepInfo | None = None
         self._base = 0
-        self._offsets: dict[int, int] = {}  # layer -> query rows of the current step already seen
-        self._group: _Group | None = None
-        self._pending: list[tuple[torch.Tensor, list[int], int]] = []  # (stats (n, Tq, H, M), layers, row0)
-        self._done: list[tuple[np.ndarray, list[int], int]] = []
-        self._weights_info: StepInfo | None = None
-        self._weights_key: tuple | None = None
-        self._weights: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._offsets: dict[int, int] = {}  # layer -> query rows of the current forward already seen
+        self._entries: list[_Entry] = []
+        self._batch: StatBatch | None = None
+        self._pending: list[tuple[torch.Tensor, tuple[int, ...], list[int]]] = []  # on the device
+        self._done: list[tuple[np.ndarray, tuple[int, ...], list[int]]] = []  # (R, L, Tq, H, M)
 
     # ------------------------------------------------------------------ recording
-    def __call__(self, module: torch.nn.Module, logits: torch.Tensor, visible: torch.Tensor | None) -> None:
+    def _step(self, module: torch.nn.Module, n_queries: int) -> tuple[int, int] | None:
+        """(layer, first row of this call within the forward), or None when no step is set."""
         info = CURRENT_STEP.get()
         if info is None:
             self.unrecorded_calls += 1
-            return
-        if logits.dim() != 4 or logits.shape[0] != 1:
-            raise ValueError(f"attention probe: expected logits of shape (1, H, Tq, Tk), got {tuple(logits.shape)}")
+            return None
         layer = getattr(module, "layer_idx", None)
         if layer is None:
             raise ValueError(f"attention probe: {type(module).__name__} has no layer_idx")
@@ -81,58 +95,106 @@ class AttentionProbe:
             self.end_forward()
             self._info, self._base, self._offsets = info, self.rows.register(info), {}
         row_lo = self._offsets.get(layer, 0)
-        self._offsets[layer] = row_lo + logits.shape[-2]
+        self._offsets[layer] = row_lo + n_queries
+        return layer, row_lo
 
-        if logits.numel() * min(self.num_layers, 2) > GROUP_ELEMENTS:  # large: no buffering
-            self.end_forward()
-            self._reduce(logits.float()[None], visible, [layer], info, self._base, row_lo)
+    def __call__(self, module: torch.nn.Module, logits: torch.Tensor, visible: torch.Tensor | None) -> None:
+        """Record scaled float32 scores of shape (1, H, Tq, Tk) (the ATTENTION_RECORDER contract)."""
+        if logits.dim() != 4 or logits.shape[0] != 1:
+            raise ValueError(f"attention probe: expected logits of shape (1, H, Tq, Tk), got {tuple(logits.shape)}")
+        where = self._step(module, logits.shape[-2])
+        if where is None:
             return
-        key = (row_lo, tuple(logits.shape), None if visible is None else id(visible))
-        group = self._group
-        if group is not None and (group.key != key or len(group.layers) == group.buf.shape[0]):
-            self.end_forward()
-            group = None
-        if group is None:
-            capacity = max(1, min(self.num_layers, GROUP_ELEMENTS // logits.numel()))
-            buf = torch.empty((capacity, *logits.shape), dtype=torch.float32, device=logits.device)
-            group = self._group = _Group(key, info, self._base, row_lo, buf, visible)
-        group.buf[len(group.layers)].copy_(logits)
-        group.layers.append(layer)
+        if logits.numel() * self.num_layers > BATCH_ELEMENTS:  # large: reduce now, per layer
+            self._reduce_one(logits.float(), visible, *where)
+        else:
+            self._entries.append(_Entry(*where, visible, logits.float().clone()))
+
+    def record_qk(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, scaling: float,
+                  softcap: float | None, mask: Callable[[], tuple]) -> bool:
+        """Score a small forward's query (1, H, Tq, D) against its key (1, Hkv, Tk, D) and record it.
+
+        ``mask()`` returns ``(visible, bias)`` for all the forward's queries (see
+        :func:`~anomaly_probe.probes.attention_hook.visible_from_mask`); it is called only when the
+        forward is accepted.
+
+        Returns
+        -------
+        bool
+            False, recording nothing, when the forward is too large (the caller then passes scores
+            in query chunks to ``__call__``).
+        """
+        _, H, Tq, _ = query.shape
+        if query.shape[0] != 1 or H * Tq * key.shape[2] * self.num_layers > BATCH_ELEMENTS:
+            return False
+        where = self._step(module, Tq)
+        if where is not None:
+            visible, bias = mask()
+            scores = scaled_scores(query, key, scaling, softcap)  # (1, H, Tq, Tk)
+            if bias is not None:
+                scores = scores + bias
+            self._entries.append(_Entry(*where, visible, scores))
+        return True
 
     def end_forward(self) -> None:
-        """Reduce the buffered logits (the engine's forward is over, or the shape changed)."""
-        group, self._group = self._group, None
-        if group is not None and group.layers:
-            x = group.buf[:len(group.layers)]  # (n, B, H, Tq, Tk)
-            self._reduce(x, group.visible, group.layers, group.info, group.base, group.row_lo)
+        """Stage everything the current forward recorded (called after each forward)."""
+        entries, self._entries = self._entries, []
+        groups: dict[tuple, list[_Entry]] = {}  # same query rows and shape: one batch row
+        for e in entries:
+            groups.setdefault(e.shape_key(), []).append(e)
+        for group in groups.values():
+            first = group[0]
+            if (len({e.layer for e in group}) == len(group) and StatBatch.batchable(first.visible)
+                    and all(_same_mask(e.visible, first.visible) for e in group[1:])):
+                self._stage(group)
+            else:  # e.g. sliding-window layers with their own masks: one layer at a time
+                for e in group:
+                    self._reduce_one(e.scores, e.visible, e.layer, e.row_lo)
 
-    def _reduce(self, x: torch.Tensor, visible: torch.Tensor | None, layers: list[int], info: StepInfo,
-                base: int, row_lo: int) -> None:
-        tq, tk = x.shape[-2], x.shape[-1]
-        wkey = (row_lo, tq, x.device)
-        if info is not self._weights_info or wkey != self._weights_key:
-            self._weights = key_weights(info, slice(row_lo, row_lo + tq), tk, x.device)
-            self._weights_info, self._weights_key = info, wkey
-        sink, distance = self._weights
-        stats = fused_stats(x, visible, sink, distance)  # (n, 1, H, Tq, M)
-        stats = stats[:, 0].transpose(1, 2)  # (n, Tq, H, M)
+    def _stage(self, group: list[_Entry]) -> None:
+        """Add layers that share query rows, shape and mask to the current batch."""
+        first = group[0]
+        _, H, Tq, Tk = first.scores.shape
+        layers = tuple(e.layer for e in group)
+        key_w, q_off = key_weights(self._info, slice(first.row_lo, first.row_lo + Tq), Tk)
+        device = first.scores.device
+        if self._batch is None or not self._batch.fits(layers, H, Tq, Tk, device):
+            self.flush()
+            self._batch = StatBatch(layers, H, Tq, Tk, device)
+        self._batch.add([e.scores for e in group], first.visible, key_w, q_off, self._base + first.row_lo)
+
+    def _reduce_one(self, scores: torch.Tensor, visible: torch.Tensor | None, layer: int, row_lo: int) -> None:
+        """Reduce one layer's scores (1, H, Tq, Tk) now."""
+        _, H, Tq, Tk = scores.shape
+        key_w, q_off = key_weights(self._info, slice(row_lo, row_lo + Tq), Tk)
+        vis = None if visible is None else visible.reshape(1, *visible.shape[-3:])
+        stats = fused_stats(scores.reshape(1, H, Tq, Tk), vis, key_w.to(scores.device)[None],
+                            q_off.to(scores.device)[None])  # (1, H, Tq, M)
+        self._keep(stats.transpose(1, 2)[:, None], (layer,), [self._base + row_lo])
+
+    def flush(self) -> None:
+        """Reduce the current batch."""
+        batch, self._batch = self._batch, None
+        if batch is not None and batch.row0:
+            self._keep(batch.reduce(), batch.layers, batch.row0)
+
+    def _keep(self, stats: torch.Tensor, layers: tuple[int, ...], row0: list[int]) -> None:
+        """Store results (R, L, Tq, H, M); CPU results directly, device results in batches."""
         if stats.device.type == "cpu":
-            self._done.append((stats.numpy(), list(layers), base + row_lo))
+            self._done.append((stats.numpy(), layers, row0))
             return
-        self._pending.append((stats, list(layers), base + row_lo))
+        self._pending.append((stats, layers, row0))
         if len(self._pending) >= OFFLOAD_EVERY:
             self._offload()
 
     def _offload(self) -> None:
-        """Move pending results to the CPU with one copy."""
         if not self._pending:
             return
-        flat = torch.cat([s.reshape(-1) for s, _, _ in self._pending]).cpu().numpy()
+        flat = torch.cat([s.reshape(-1) for s, _, _ in self._pending]).cpu().numpy()  # one copy
         at = 0
         for stats, layers, row0 in self._pending:
-            n = stats.numel()
-            self._done.append((flat[at:at + n].reshape(stats.shape), layers, row0))
-            at += n
+            self._done.append((flat[at:at + stats.numel()].reshape(stats.shape), layers, row0))
+            at += stats.numel()
         self._pending.clear()
 
     # ------------------------------------------------------------------ output
@@ -142,15 +204,16 @@ class AttentionProbe:
         Rows a layer never recorded are NaN (floats) or -1 (counts).
         """
         self.end_forward()
+        self.flush()
         self._offload()
         if not self._done:
             return {}
-        heads = self._done[0][0].shape[2]
+        heads = self._done[0][0].shape[3]
         table = np.full((self.num_layers, n_rows, heads, len(ATTN_METRICS)), np.nan, dtype=np.float32)
-        for stats, layers, row0 in self._done:
-            tq = stats.shape[1]
-            for i, layer in enumerate(layers):
-                table[layer, row0:row0 + tq] = stats[i]
+        for stats, layers, row0 in self._done:  # stats (R, L, Tq, H, M)
+            tq = stats.shape[2]
+            for r, first in enumerate(row0):
+                table[list(layers), first:first + tq] = stats[r]
         out = {}
         for layer in range(self.num_layers):
             for m, name in enumerate(ATTN_METRICS):

@@ -11,7 +11,7 @@ import torch
 
 from anomaly_probe.engines.step_context import StepInfo
 
-_ROW_CHUNK = 256  # query rows per pass when an explicit (Tq, Tk) visible mask is reduced
+_ROW_CHUNK = 256  # query rows per pass when a (Tq, Tk) distance map is needed
 
 
 def query_reach(info: StepInfo) -> tuple[np.ndarray, np.ndarray]:
@@ -21,37 +21,36 @@ def query_reach(info: StepInfo) -> tuple[np.ndarray, np.ndarray]:
     ----------
     info : StepInfo
         One forward; ``visible=None`` means causal over absolute indices (key ``j`` visible to query
-        ``t`` when ``k_abs[j] <= q_abs[t]``).
+        ``t`` when ``k_abs[j] <= q_abs[t]``). ``k_pos=None`` means key positions depend on the query
+        (the parallel engine's in-cache mode); they then follow the in-cache rule: a sink
+        (``j < sink_size``) sits at slot ``j``, any other key ``t - j`` below the query.
 
     Returns
     -------
     tuple of np.ndarray
-        ``n_keys`` (Tq,) int64 and ``max_distance`` (Tq,) int64: ``q_pos - min k_pos`` over visible keys,
-        -1 when ``info.k_pos`` is ``None`` (positions depend on the query) or no key is visible.
+        ``n_keys`` (Tq,) int64 and ``max_distance`` (Tq,) int64: the largest ``query position - key
+        position`` over visible keys, -1 when no key is visible.
     """
-    q_abs, k_abs = info.q_abs.cpu(), info.k_abs.cpu()
+    q_abs, k_abs = info.q_abs.cpu().long(), info.k_abs.cpu().long()
     q_pos = info.q_pos.cpu().long()
-    k_pos = None if info.k_pos is None else info.k_pos.cpu().long()
-    if info.visible is None:  # O(Tk log Tk): never builds the (Tq, Tk) map
+    if info.visible is None and info.k_pos is not None:  # O(Tk log Tk): no (Tq, Tk) map
         order = torch.argsort(k_abs)
         n_keys = torch.searchsorted(k_abs[order].contiguous(), q_abs, right=True)  # (Tq,)
-        if k_pos is None:
-            min_pos = None
-        else:
-            running_min = torch.cummin(k_pos[order], dim=0).values  # (Tk,) over keys sorted by k_abs
-            min_pos = running_min[(n_keys - 1).clamp(min=0)]
-    else:
-        vis = info.visible.cpu()
-        n_keys = vis.sum(-1)
-        min_pos = None
-        if k_pos is not None:
-            big = torch.iinfo(torch.int64).max
-            min_pos = torch.cat([torch.where(vis[lo:lo + _ROW_CHUNK], k_pos[None, :], big).amin(-1)
-                                 for lo in range(0, vis.shape[0], _ROW_CHUNK)])
-    if min_pos is None:
-        max_distance = torch.full_like(q_pos, -1)
-    else:
-        max_distance = torch.where(n_keys > 0, q_pos - min_pos, -1)
+        running_min = torch.cummin(info.k_pos.cpu().long()[order], dim=0).values  # over keys sorted by k_abs
+        max_distance = q_pos - running_min[(n_keys - 1).clamp(min=0)]
+    else:  # query-dependent positions or an explicit mask: row chunks of (rows, Tk)
+        n_parts, d_parts = [], []
+        for lo in range(0, q_abs.numel(), _ROW_CHUNK):
+            t, tp = q_abs[lo:lo + _ROW_CHUNK, None], q_pos[lo:lo + _ROW_CHUNK, None]
+            vis = k_abs[None] <= t if info.visible is None else info.visible[lo:lo + _ROW_CHUNK].cpu()
+            if info.k_pos is None:
+                dist = torch.where(k_abs[None] < info.sink_size, tp - k_abs[None], t - k_abs[None])
+            else:
+                dist = tp - info.k_pos.cpu().long()[None]
+            n_parts.append(vis.sum(-1))
+            d_parts.append(torch.where(vis, dist, torch.iinfo(torch.int64).min).amax(-1))
+        n_keys, max_distance = torch.cat(n_parts), torch.cat(d_parts)
+    max_distance = torch.where(n_keys > 0, max_distance, -1)
     return n_keys.numpy().astype(np.int64), max_distance.numpy().astype(np.int64)
 
 

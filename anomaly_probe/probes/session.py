@@ -8,6 +8,7 @@ one it had before, also when the block raised.
 from __future__ import annotations
 
 from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from anomaly_probe.probes.cache_probe import CacheProbe
 from anomaly_probe.probes.names import PROBE_NAMES
 from anomaly_probe.probes.process_probe import ProcessProbe
 from anomaly_probe.probes.rows import StepRows
+from anomaly_probe.probes.threads import single_thread
+from anomaly_probe.probes.trace import save_trace, trace_steps
 
 
 class ProbeSession:
@@ -30,7 +33,8 @@ class ProbeSession:
     model : torch.nn.Module
         The HF causal LM the engine will run.
     names : sequence of str
-        Probe names from :data:`~anomaly_probe.probes.names.PROBE_NAMES` (see ``parse_probes``).
+        Probe names from :data:`~anomaly_probe.probes.names.PROBE_NAMES` (see ``parse_probes``); empty
+        is a real, do-nothing session (``observer`` is ``None``, ``save`` writes nothing).
 
     Examples
     --------
@@ -46,7 +50,7 @@ class ProbeSession:
         self.model = model
         self.names = tuple(n for n in PROBE_NAMES if n in names)
         self.num_layers = int(model.config.num_hidden_layers)
-        device = next(model.parameters()).device
+        self.device = device = next(model.parameters()).device
         self.rows = StepRows()
         self.attention = AttentionProbe(self.rows, self.num_layers) if "attention" in self.names else None
         self.cache = CacheProbe(self.num_layers) if "cache" in self.names else None
@@ -66,28 +70,51 @@ class ProbeSession:
         if stack is not None:
             stack.close()
 
+    @property
+    def observer(self) -> ProbeSession | None:
+        """What to pass as the engine's ``observer``: this session, or ``None`` without probes."""
+        return self if self.names else None
+
     # ------------------------------------------------------------------ StepObserver
     def after_forward(self, info: StepInfo, cache, seconds: float) -> None:
         """Engine callback after every forward (see :class:`~anomaly_probe.engines.step_context.StepObserver`)."""
-        row0, n_rows = self.rows.register(info), int(info.q_abs.numel())
         self._forwards += 1
-        if self.attention is not None:
-            self.attention.end_forward()
-            if self._forwards == 1 and self.attention.calls == 0 and self.attention.unrecorded_calls == 0:
-                raise UserError(f"the attention probe saw no attention call in {type(self.model).__name__}'s "
-                                "forward: its attention bypasses transformers' AttentionInterface; "
-                                "use --probes cache,process")
-        if self.cache is not None:
-            self.cache.after_forward(row0, n_rows, cache)
-        if self.process is not None:
-            self.process.after_forward(row0, n_rows, seconds)
+        with single_thread(self.device):
+            row0, n_rows = self.rows.register(info), int(info.q_abs.numel())
+            if self.attention is not None:
+                self.attention.end_forward()
+                if self._forwards == 1 and self.attention.calls == 0 and self.attention.unrecorded_calls == 0:
+                    raise UserError(f"the attention probe saw no attention call in {type(self.model).__name__}'s "
+                                    "forward: its attention bypasses transformers' AttentionInterface; "
+                                    "use --probes cache,process")
+            if self.cache is not None:
+                self.cache.after_forward(row0, n_rows, cache)
+            if self.process is not None:
+                self.process.after_forward(row0, n_rows, seconds)
 
     # ------------------------------------------------------------------ output
     def trace(self) -> dict[str, np.ndarray]:
         """Columnar trace (docs/FORMATS.md, "Trace"): name -> array with S rows."""
         n = self.rows.n
         out = self.rows.columns()
-        for probe in (self.attention, self.cache, self.process):
-            if probe is not None:
-                out.update(probe.columns(n))
+        with single_thread(self.device):
+            for probe in (self.attention, self.cache, self.process):
+                if probe is not None:
+                    out.update(probe.columns(n))
         return out
+
+    def save(self, run_dir: Path, key: str) -> dict:
+        """Write ``traces/<key>.npz`` under ``run_dir``.
+
+        Returns
+        -------
+        dict
+            Run-record fields ``trace_file`` (relative path) and ``trace_bytes_per_step`` (bytes of the
+            stored file per recorded step); empty without probes.
+        """
+        if not self.names:
+            return {}
+        columns = self.trace()
+        trace_file = f"traces/{key}.npz"
+        n_bytes = save_trace(Path(run_dir) / trace_file, columns)
+        return {"trace_file": trace_file, "trace_bytes_per_step": n_bytes / max(1, trace_steps(columns))}

@@ -31,6 +31,13 @@ class Thresholds:
     tolerance_nats : dict
         Per-dtype max |dNLL| under which two evaluation paths count as the same computation
         (eval-bias): float32 1e-4 as measured stepwise vs batched; half precisions are coarser.
+    changepoint_tolerance : float
+        Imported logs (no oracle): the gap's onset counts as "at the trained context" when it lies within
+        this fraction of the trained context from it (or within one position bin, whichever is wider).
+    latency_jump_factor : float
+        Imported logs: a per-token latency block this many times the early blocks' median is a swap signature.
+    memory_corr_min : float
+        Imported logs: Spearman correlation of the gap with memory (per block) needed to call them related.
     """
 
     support_share: float = 0.5
@@ -42,6 +49,9 @@ class Thresholds:
     min_tokens: int = 256
     min_blocks: int = 8
     tolerance_nats: tuple = (("float64", 1e-6), ("float32", 1e-4), ("float16", 2e-2), ("bfloat16", 1e-1))
+    changepoint_tolerance: float = 0.25
+    latency_jump_factor: float = 3.0
+    memory_corr_min: float = 0.5
 
     def tolerance(self, dtype: str) -> float:
         return dict(self.tolerance_nats).get(dtype, 1e-4)

@@ -1,0 +1,56 @@
+"""Scaled attention scores in float32, recomputed from a layer's query and key."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+CHUNK_ELEMENTS = 1 << 22  # float32 scores per query chunk (16 MiB): never a T x T map
+
+
+def scaled_scores(query: torch.Tensor, key: torch.Tensor, scaling: float,
+                  softcap: float | None = None) -> torch.Tensor:
+    """``(q * scaling) k^T`` in float32, GQA keys shared rather than repeated.
+
+    Parameters
+    ----------
+    query : torch.Tensor
+        Shape (B, H, Tq, D).
+    key : torch.Tensor
+        Shape (B, Hkv, Tk, D), H a multiple of Hkv; query head h reads KV head h // (H // Hkv)
+        (transformers' ``repeat_kv`` order).
+    scaling : float
+        Score scale (usually D ** -0.5).
+    softcap : float, optional
+        Gemma-style cap: ``tanh(s / softcap) * softcap``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (B, H, Tq, Tk), float32.
+    """
+    B, H, Tq, D = query.shape
+    Hkv, Tk = key.shape[1], key.shape[2]
+    g = H // Hkv
+    q = query.float() * scaling  # (B, H, Tq, D)
+    s = torch.matmul(q.reshape(B, Hkv, g * Tq, D), key.float().transpose(-1, -2))  # (B, Hkv, g*Tq, Tk)
+    s = s.view(B, H, Tq, Tk)
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
+    return s
+
+
+def scores_in_chunks(query: torch.Tensor, key: torch.Tensor, scaling: float, softcap: float | None = None,
+                     max_elements: int = CHUNK_ELEMENTS) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`scaled_scores` of consecutive query chunks of at most ``max_elements`` scores.
+
+    Yields
+    ------
+    tuple of (int, torch.Tensor)
+        First query row of the chunk and its scores, shape (B, H, tq, Tk).
+    """
+    B, H, Tq, _ = query.shape
+    rows = max(1, max_elements // max(1, B * H * key.shape[2]))
+    for lo in range(0, Tq, rows):
+        yield lo, scaled_scores(query[:, :, lo:lo + rows], key, scaling, softcap)
