@@ -25,7 +25,7 @@ def _run(tmp_path, settings=SMALL, thresholds=Thresholds(n_boot=300), **cfg):
 
 
 def test_every_hypothesis_runs_end_to_end_on_tiny_neox(tmp_path):
-    res, session = _run(tmp_path, model="tiny-neox", max_tokens=[400], num_samples=2, recent_size=28,
+    res, session = _run(tmp_path, model="tiny-neox", max_tokens=[700], num_samples=2, recent_size=28,
                         hypotheses=list(HYPOTHESES))
     assert res["status"] == "complete"
     verdicts = res["verdicts"]
@@ -36,14 +36,14 @@ def test_every_hypothesis_runs_end_to_end_on_tiny_neox(tmp_path):
                     "message"):
             assert key in v
         assert v["message"]
-    assert res["headline"].startswith("At 400 tokens")
+    assert res["headline"].startswith("At 700 tokens")
     assert res["thresholds"]["support_share"] == 0.5
     # Each distinct run is scored once, whoever asked for it.
     keys = [r["key"] for r in res["runs"]]
     assert len(keys) == len(set(keys))
     # The tiny model's trained context is 128, so the recompute oracle really differs from the full cache.
     oracle = [r for r in res["runs"] if r["method"] == "recompute"]
-    assert oracle and all(r["tokens_scored"] == 399 for r in oracle)
+    assert oracle and all(r["tokens_scored"] == 699 for r in oracle)
     by = {v["hypothesis"]: v for v in verdicts}
     assert by["eval-bias"]["status"] == "refuted"  # fp32 stepwise == batched
     assert by["memory"]["status"] == "refuted"  # a ballast changes no number
@@ -64,11 +64,11 @@ def test_a_crashing_hypothesis_becomes_an_error_verdict(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_smollm2_past_its_trained_context_finds_position_supported(tmp_path):
-    """SmolLM2-135M (trained context 8192) on 10k tokens: the dense baseline degrades past ~8k."""
+    """SmolLM2-135M (trained context 8192) on 12k tokens: the dense baseline degrades past ~10k (measured: NLL 2.2 -> 3.5 from 10.5k)."""
     res, _ = _run(tmp_path, settings=ExperimentSettings(), thresholds=Thresholds(), model="smollm2-135m",
-                  max_tokens=[10240], hypotheses=["position"])
+                  max_tokens=[12000], hypotheses=["position"])
     v = res["verdicts"][0]
     assert v["hypothesis"] == "position"
     assert v["status"] == "supported", v["message"]
     cp = v["evidence"]["changepoint_tokens"]
-    assert cp is not None and 0.7 * 8192 <= cp <= 10240
+    assert cp is not None and 8192 <= cp <= 12000

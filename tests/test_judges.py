@@ -180,3 +180,23 @@ def test_half_precision_run_uses_its_own_dtype_as_the_precision_under_test():
     v = ALL["numerics"].judge(make_input("numerics", fn, dtype="float16"))
     assert v.status == "supported"
     assert v.evidence["precision_under_test"] == "float16"
+
+
+def test_statistics_use_only_positions_past_the_trained_context():
+    """Inside the trained context the method is worse (as a 256-token cache usually is); past it the
+    baseline breaks and the oracle repairs it. Over all tokens there is no anomaly; past the trained
+    context there is one, and position explains it."""
+    def fn(rng, base, meth):
+        return {"oracle": meth + rng.normal(0, 1e-3, len(base))}
+
+    data = make_input("position", fn, trained_context=2000)
+    for s in range(S):
+        data.nll["baseline"][s][:2000] = data.nll["method"][s][:2000] - 0.8
+        data.nll["oracle"][s][:2000] = data.nll["baseline"][s][:2000]
+    whole = ALL["position"].judge(data)
+    assert whole.explained_share is None or whole.status != "supported"
+    data.analysis_start = 2000
+    past = ALL["position"].judge(data)
+    assert past.status == "supported", past.message
+    assert "past the trained context" in past.message
+    assert past.n["tokens"] == S * (N - 2000)

@@ -122,6 +122,10 @@ def parallel_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.
     plan = CURRENT_PLAN.get()
     if plan is None or attention_mask is None or attention_mask.dtype != torch.bool or attention_mask.dim() != 4:
         raise RuntimeError("the parallel attention runs only inside the parallel engine, with its boolean 4D mask")
+    unsupported = [name for name in ("softcap", "sliding_window", "s_aux") if _kwargs.get(name) is not None]
+    if unsupported:
+        raise UserError(f"the parallel engine does not support attention with {', '.join(unsupported)}; "
+                        "use --engine stepwise")
     B, H, Tq, _D = query.shape
     Tk = key.shape[2]
     recorder = ATTENTION_RECORDER.get()

@@ -75,6 +75,12 @@ class JudgeInput:
         Same layout, top-1 correctness (bool).
     runs : dict
         ``runs[role]`` is a list (one per sample) of run records (results.json ``runs`` entries).
+    analysis_start : int
+        First per-token entry the statistics use. When the samples extend past the trained context
+        this is the trained context (entry i scores position i + 1, so the analysis covers positions
+        past it): that is where a dense baseline leaves its trained positions and where the seed's
+        anomaly appears. The region is fixed before looking at the data (no post-hoc selection).
+        Otherwise 0: all tokens. See :func:`analysis_start`.
     """
 
     hypothesis: str
@@ -87,15 +93,35 @@ class JudgeInput:
     runs: dict[str, list[dict]] = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
     environment: dict = field(default_factory=dict)
+    analysis_start: int = 0
 
-    def paired(self, *roles: str) -> list[np.ndarray]:
-        """Per sample, the roles' NLL stacked as columns and cut to a common length: (T, len(roles))."""
+    def paired(self, *roles: str, whole: bool = False) -> list[np.ndarray]:
+        """Per sample, the roles' NLL stacked as columns, cut to a common length: (T, len(roles)).
+
+        Only the analysis region (entries from ``analysis_start``) unless ``whole``.
+        """
         out = []
+        start = 0 if whole else self.analysis_start
         for s in range(len(self.nll[roles[0]])):
             arrays = [self.nll[r][s] for r in roles]
             n = min(len(a) for a in arrays)
-            out.append(np.stack([a[:n] for a in arrays], axis=1))
+            out.append(np.stack([a[start:n] for a in arrays], axis=1))
         return out
+
+    def region(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """``arrays`` (one per sample) restricted to the analysis region."""
+        return [a[self.analysis_start:] for a in arrays]
+
+    def region_text(self) -> str:
+        """Where the statistics were computed, for messages."""
+        if self.analysis_start == 0:
+            return "all scored tokens"
+        return f"positions {self.analysis_start + 1}-{self.max_tokens - 1} (past the trained context {self.trained_context})"
+
+
+def analysis_start(max_tokens: int, trained_context: int) -> int:
+    """Entries scoring positions past the trained context if the sample reaches past it, else 0."""
+    return trained_context if max_tokens - 1 > trained_context else 0
 
 
 class Hypothesis:

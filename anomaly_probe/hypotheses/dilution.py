@@ -32,13 +32,14 @@ class Dilution(Hypothesis):
         cols = data.paired("baseline", "method", "topk")
         gap = [c[:, 0] - c[:, 1] for c in cols]
         effect = [c[:, 0] - c[:, 2] for c in cols]
-        inside = [g[: max(data.trained_context - 1, 0)] for g in gap]
+        inside = [c[: data.trained_context, 0] - c[: data.trained_context, 1]
+                  for c in data.paired("baseline", "method", whole=True)]
         evidence: dict = {"top_k": k}
         if sum(len(g) for g in inside) >= data.thresholds.min_tokens:
             st = gap_stats(inside, data.thresholds)
             evidence["gap_inside_trained_context"] = {"mean": st["mean"], "ci": [st["ci_low"], st["ci_high"]],
                                                       "tokens": st["tokens"]}
-        verdict = judge_share(self.name, gap, effect, data.thresholds,
+        verdict = judge_share(self.name, gap, effect, data.thresholds, region=data.region_text(),
                               what=f"limiting each baseline query to its top-{k} keys (same positions)",
                               evidence=evidence)
         if "gap_inside_trained_context" in evidence:

@@ -31,7 +31,7 @@ class EvalBias(Hypothesis):
     def judge(self, data: JudgeInput) -> Verdict:
         th = data.thresholds
         tol = th.tolerance(data.dtype)
-        cols = data.paired("stepwise", "batched")
+        cols = data.paired("stepwise", "batched", whole=True)
         diff = [c[:, 0] - c[:, 1] for c in cols]
         max_abs = float(max(np.abs(d).max() for d in diff))
         accounting = self._accounting(data)
@@ -56,9 +56,9 @@ class EvalBias(Hypothesis):
                            evidence=evidence,
                            message=f"Stepwise and batched scoring agree to {max_abs:.1e} nats/token (tolerance "
                                    f"{tol:.0e} for {data.dtype}) on {blocks.n_tokens} tokens; {power['sentence']}")
-        gap = [c[:, 0] - c[:, 1] for c in data.paired("baseline", "method")]
-        n = min(len(d) for d in diff)
-        verdict = judge_share(self.name, [g[:n] for g in gap], [d[:n] for d in diff], th,
+        gap = [c[:, 0] - c[:, 1] for c in data.paired("baseline", "method", whole=True)]
+        n = min(len(d) for d in diff)  # the stepwise prefix: judged on its own tokens
+        verdict = judge_share(self.name, [g[:n] for g in gap], [d[:n] for d in diff], th, region="the stepwise prefix",
                               what="scoring the baseline in one batched forward instead of token by token",
                               effect_label="mean NLL(stepwise) - NLL(batched) (nats/token)", evidence=evidence)
         verdict.message += f" Max |dNLL| {max_abs:.1e} exceeds the {data.dtype} tolerance {tol:.0e}. {power['sentence']}"
@@ -80,9 +80,10 @@ class EvalBias(Hypothesis):
         th = data.thresholds
         series = []
         for s in range(len(data.nll["baseline"])):
-            nb, nm = data.nll["baseline"][s], data.nll["method"][s]
-            cb = data.correct.get("baseline", [None])[s] if data.correct.get("baseline") else None
-            cm = data.correct.get("method", [None])[s] if data.correct.get("method") else None
+            a = data.analysis_start
+            nb, nm = data.nll["baseline"][s][a:], data.nll["method"][s][a:]
+            cb = data.correct["baseline"][s][a:] if data.correct.get("baseline") else None
+            cm = data.correct["method"][s][a:] if data.correct.get("method") else None
             acc = (cm.astype(float) - cb.astype(float)) if cb is not None and cm is not None else np.zeros_like(nb)
             series.append(np.stack([nm - nb, acc], axis=1))
         blocks = make_blocks(series, th.block_tokens)
@@ -93,7 +94,7 @@ class EvalBias(Hypothesis):
         sentence = (f"method vs baseline: PPL x{math.exp(dn):.3f} (CI x{math.exp(dn_lo):.3f}..x{math.exp(dn_hi):.3f}, "
                     f"{'significant' if sig_n else 'not significant'}), Acc {100 * da:+.2f} pp "
                     f"(CI {100 * da_lo:+.2f}..{100 * da_hi:+.2f}, {'significant' if sig_a else 'not significant'}) "
-                    f"over {blocks.n_tokens} tokens in {blocks.n_blocks} blocks.")
+                    f"over {blocks.n_tokens} tokens in {blocks.n_blocks} blocks ({data.region_text()}).")
         return {"dnll_mean": dn, "dnll_ci": [dn_lo, dn_hi], "ppl_ratio": math.exp(dn),
                 "ppl_ratio_ci": [math.exp(dn_lo), math.exp(dn_hi)], "acc_diff": da, "acc_diff_ci": [da_lo, da_hi],
                 "nll_significant": sig_n, "acc_significant": sig_a, "sentence": sentence}

@@ -40,7 +40,7 @@ class Handling(Hypothesis):
         gap = [c[:, 0] - c[:, 1] for c in cols]
         effect = [c[:, 2] - c[:, 1] for c in cols]
         bars = self._bars(data, user)
-        verdict = judge_share(self.name, gap, effect, data.thresholds,
+        verdict = judge_share(self.name, gap, effect, data.thresholds, region=data.region_text(),
                               what=f"switching the method's positions from {user} to {alt}",
                               effect_label=f"mean NLL({alt}) - NLL({user}) (nats/token)",
                               evidence={"user_mode": user, "alternative_mode": alt, "figures": [bars]})
@@ -56,7 +56,7 @@ class Handling(Hypothesis):
         for role, name, _ in roles:
             if role not in data.nll:
                 continue
-            blocks = make_blocks([a[:, None] for a in data.nll[role]], th.block_tokens)
+            blocks = make_blocks([a[:, None] for a in data.region(data.nll[role])], th.block_tokens)
             m, l, h = mean_ci(blocks, 0, th.n_boot, th.ci_level)
             cats.append(name)
             keys.append("baseline" if role == "baseline" else "method" if role == "method"

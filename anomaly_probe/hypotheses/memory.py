@@ -39,7 +39,7 @@ class Memory(Hypothesis):
         evidence = {"max_abs_dnll": max_abs, "headroom_peak_over_total": peak / total if total else None,
                     "ballast_host_bytes": info.get("host_bytes"), "ballast_device_bytes": info.get("device_bytes"),
                     "throughput_ratio_ballast_over_plain": float(np.mean(speed)) if speed else None}
-        verdict = judge_share(self.name, gap, effect, data.thresholds,
+        verdict = judge_share(self.name, gap, effect, data.thresholds, region=data.region_text(),
                               what="holding a memory ballast during the baseline",
                               effect_label="mean NLL(with ballast) - NLL(plain) (nats/token)", evidence=evidence)
         gib = (info.get("host_bytes") or 0) / 2**30

@@ -36,14 +36,15 @@ class Numerics(Hypothesis):
         cols = data.paired("baseline", "method", test, ref)
         gap = [c[:, 0] - c[:, 1] for c in cols]
         effect = [c[:, 2] - c[:, 3] for c in cols]
-        max_abs = float(max(np.abs(e).max() for e in effect))
-        n = min(len(e) for e in effect)
-        mean_abs = np.mean([np.abs(e[:n]) for e in effect], axis=0)  # (n,) |dNLL| per position
+        whole = [c[:, 2] - c[:, 3] for c in data.paired("baseline", "method", test, ref, whole=True)]
+        max_abs = float(max(np.abs(e).max() for e in whole))
+        n = min(len(e) for e in whole)
+        mean_abs = np.mean([np.abs(e[:n]) for e in whole], axis=0)  # (n,) |dNLL| per position
         edges = position_edges(n)
         centers = [float((a + b) / 2) for a, b in zip(edges[:-1], edges[1:])]
         tc = data.trained_context
         verdict = judge_share(
-            self.name, gap, effect, data.thresholds,
+            self.name, gap, effect, data.thresholds, region=data.region_text(),
             what=f"switching the baseline's attention from {test_label} to {ref_label}",
             effect_label=f"mean NLL({test_label}) - NLL({ref_label}) (nats/token)",
             evidence={"precision_under_test": test_label, "reference": ref_label, "max_abs_dnll": max_abs,

@@ -32,9 +32,10 @@ class Position(Hypothesis):
 
     def judge(self, data: JudgeInput) -> Verdict:
         th = data.thresholds
-        cols = data.paired("baseline", "method", "oracle")
-        gap = [c[:, 0] - c[:, 1] for c in cols]
-        effect = [c[:, 0] - c[:, 2] for c in cols]
+        region = data.paired("baseline", "method", "oracle")
+        gap = [c[:, 0] - c[:, 1] for c in region]
+        effect = [c[:, 0] - c[:, 2] for c in region]
+        cols = data.paired("baseline", "method", "oracle", whole=True)  # curves and changepoint: all positions
         n = min(len(c) for c in cols)
         mean_cols = np.mean([c[:n] for c in cols], axis=0)  # (n, 3) averaged over samples
         gap_curve = mean_cols[:, 0] - mean_cols[:, 1]
@@ -66,7 +67,7 @@ class Position(Hypothesis):
         evidence = {"trained_context": tc, "changepoint_tokens": cp_tokens, "changepoint": cp_tokens, "changepoint_gain": gain,
                     "changepoint_over_trained_context": (cp_tokens / tc) if cp_tokens else None,
                     "max_position": int(n), "figures": figures}
-        verdict = judge_share(self.name, gap, effect, th,
+        verdict = judge_share(self.name, gap, effect, th, region=data.region_text(),
                               what=f"recomputing the baseline in windows of at most {tc} tokens (trained context)",
                               effect_label="mean NLL(full) - NLL(recompute oracle) (nats/token)", evidence=evidence)
         if cp_tokens:

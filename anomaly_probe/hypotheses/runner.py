@@ -6,6 +6,7 @@ import math
 import traceback
 
 from anomaly_probe.hypotheses import ALL, ExperimentSettings, JudgeInput, PlanContext
+from anomaly_probe.hypotheses.base import analysis_start
 from anomaly_probe.hypotheses.share import gap_stats
 from anomaly_probe.stats.thresholds import Thresholds
 from anomaly_probe.units import Unit
@@ -85,6 +86,7 @@ def judge(session, roles: dict, thresholds: Thresholds, failed: dict[str, str] |
             correct={role: [session.arrays[u.key]["correct"] for u in us] for role, us in table.items()},
             runs={role: [by_key[u.key] for u in us] for role, us in table.items()},
             thresholds=thresholds, environment=session.environment,
+            analysis_start=analysis_start(L, session.loaded.trained_context),
         )
         try:
             v = ALL[name].judge(data)
@@ -115,7 +117,8 @@ def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
         for s in range(session.config.num_samples):
             b = session.arrays[session.unit(L, s, _full(), session.config.engine).key]["nll"]
             m = session.arrays[session.unit(L, s, session.method, session.config.engine).key]["nll"]
-            gap.append(b - m)
+            a = analysis_start(L, session.loaded.trained_context)
+            gap.append((b - m)[a:])
         gaps[L] = gap_stats(gap, thresholds)
     anomalous = [L for L in lengths if gaps[L]["anomaly"]]
     L = anomalous[0] if anomalous else lengths[0]
@@ -128,11 +131,13 @@ def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
         else:
             parts.append(f"{v.hypothesis} {v.status}")
     method = session.method.label()
+    tc = session.loaded.trained_context
+    where = f" past the trained context ({tc})" if analysis_start(L, tc) else ""
     if not g["anomaly"]:
-        return (f"At {L} tokens {method} does not beat the full cache beyond noise (gap {g['mean']:+.3f} nats/token, "
-                f"95% CI {g['ci_low']:+.3f}..{g['ci_high']:+.3f}); " + "; ".join(parts) + ".")
+        return (f"At {L} tokens{where} {method} does not beat the full cache beyond noise (gap {g['mean']:+.3f} "
+                f"nats/token, 95% CI {g['ci_low']:+.3f}..{g['ci_high']:+.3f}); " + "; ".join(parts) + ".")
     top = next((v for v in at_L if v.status == "supported"), None)
-    lead = (f"At {L} tokens {method} beats the full cache by {g['mean']:.3f} nats/token (95% CI {g['ci_low']:.3f}.."
+    lead = (f"At {L} tokens{where} {method} beats the full cache by {g['mean']:.3f} nats/token (95% CI {g['ci_low']:.3f}.."
             f"{g['ci_high']:.3f}); ")
     if top is None:
         return lead + "no tested cause explains it: " + "; ".join(parts) + "."

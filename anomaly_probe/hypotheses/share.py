@@ -30,7 +30,7 @@ def gap_stats(gap: list[np.ndarray], th: Thresholds) -> dict:
 
 def judge_share(hypothesis: str, gap: list[np.ndarray], effect: list[np.ndarray], th: Thresholds, *,
                 what: str, effect_label: str = "mean NLL change removed by the intervention (nats/token)",
-                evidence: dict | None = None) -> Verdict:
+                evidence: dict | None = None, region: str = "") -> Verdict:
     """Verdict from the explained share of the gap.
 
     Parameters
@@ -48,12 +48,14 @@ def judge_share(hypothesis: str, gap: list[np.ndarray], effect: list[np.ndarray]
     inside +-tolerance): it cannot create an effect here. Too little data is INCONCLUSIVE.
     """
     evidence = dict(evidence or {})
+    where = f" on {region}" if region else ""
+    evidence["analysis_region"] = region or "all scored tokens"
     series = [np.stack([e, g], axis=1) for e, g in zip(effect, gap)]
     blocks = make_blocks(series, th.block_tokens)
     n = {"tokens": blocks.n_tokens, "blocks": blocks.n_blocks, "samples": blocks.n_samples}
     if blocks.n_tokens < th.min_tokens or blocks.n_blocks < th.min_blocks:
         return Verdict(hypothesis, "inconclusive", n=n, evidence=evidence,
-                       message=f"too little data ({n['tokens']} tokens in {n['blocks']} blocks; need "
+                       message=f"too little data{where} ({n['tokens']} tokens in {n['blocks']} blocks; need "
                                f">= {th.min_tokens} tokens and >= {th.min_blocks} blocks): score longer or more samples.")
     eff, eff_lo, eff_hi = mean_ci(blocks, 0, th.n_boot, th.ci_level)
     gap_mean, gap_lo, gap_hi = mean_ci(blocks, 1, th.n_boot, th.ci_level, seed=1)
@@ -67,7 +69,7 @@ def judge_share(hypothesis: str, gap: list[np.ndarray], effect: list[np.ndarray]
         else:
             status, verb = "inconclusive", "changes NLL"
         return Verdict(hypothesis, status, **common,
-                       message=f"No anomaly to explain (gap {gap_mean:+.3f} nats/token, CI {_f(gap_lo)}..{_f(gap_hi)}); "
+                       message=f"No anomaly to explain{where} (gap {gap_mean:+.3f} nats/token, CI {_f(gap_lo)}..{_f(gap_hi)}); "
                                f"{what} {verb} ({eff:+.4f}, CI {eff_lo:+.4f}..{eff_hi:+.4f}).")
     share, lo, hi = ratio_ci(blocks, 0, 1, th.n_boot, th.ci_level, seed=2)
     if lo > th.support_share:
@@ -78,7 +80,7 @@ def judge_share(hypothesis: str, gap: list[np.ndarray], effect: list[np.ndarray]
         status = "inconclusive"
     return Verdict(hypothesis, status, explained_share=share, ci_low=lo, ci_high=hi, **common,
                    message=f"{what[0].upper() + what[1:]} removes {_f(share)} of the {gap_mean:.3f} nats/token gap "
-                           f"(95% CI {_f(lo)}..{_f(hi)}).")
+                           f"(95% CI {_f(lo)}..{_f(hi)}){where}.")
 
 
 def binned(values: np.ndarray, positions: np.ndarray, edges: np.ndarray) -> list[float]:

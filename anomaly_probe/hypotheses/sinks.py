@@ -35,7 +35,7 @@ class Sinks(Hypothesis):
         th = data.thresholds
         cats, y, lo, hi = [], [], [], []
         for role, name in (("baseline", "full cache"), ("method", m.label()), ("window", f"window({m.capacity}), no sinks")):
-            blocks = make_blocks([a[:, None] for a in data.nll[role]], th.block_tokens)
+            blocks = make_blocks([a[:, None] for a in data.region(data.nll[role])], th.block_tokens)
             mean, l, h = mean_ci(blocks, 0, th.n_boot, th.ci_level)
             cats.append(name)
             y.append(float(np.exp(mean)))
@@ -46,5 +46,5 @@ class Sinks(Hypothesis):
                 "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi,
                             "color_keys": ["baseline", "method",
                                            data.runs["window"][0]["label"] if data.runs.get("window") else "window"]}]}
-        return judge_share(self.name, gap, effect, th, what=f"dropping the {m.sink_size} sink tokens",
+        return judge_share(self.name, gap, effect, th, region=data.region_text(), what=f"dropping the {m.sink_size} sink tokens",
                            effect_label="mean NLL(window) - NLL(method) (nats/token)", evidence={"figures": [bars]})
