@@ -16,6 +16,8 @@ EPILOG_RUN = """examples:
   anomaly-probe run --hypothesis none --model tiny-neox --max-tokens 300 --method window
   anomaly-probe run --hypothesis none --method full --engine stepwise --max-tokens 512
   anomaly-probe run --model EleutherAI/pythia-6.9b --max-tokens 1000 2000 5000 --num-samples 3
+  anomaly-probe run --resume reports/20261129-174200-smollm2-135m   # continue after Ctrl-C, kill or a crash
+exit code: 0 done, 2 bad input, 130 interrupted (finished units are kept: resume with --resume RUN_DIR)
 """
 
 
@@ -93,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eval-bias: the token loop scores this prefix of each sample (0: all; default 2048)")
     g.add_argument("--probes", default="none", help="all, none, or NAME,... (attention, cache, process)")
     g.add_argument("--out", default=None, help="run folder (default reports/<time>-<model>)")
+    g = run.add_argument_group("interrupted runs")
+    g.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR with its saved settings, skipping finished units "
+                        "(other run flags must match the saved ones)")
     _add_report_arguments(sub.add_parser("report", help="re-render report.html and figures from saved runs",
                                          epilog=EPILOG_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter))
     _add_check_arguments(sub.add_parser("check", help="sanity checks of the engines and of your own scorer (CI)",
@@ -191,40 +197,123 @@ def build_report_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from anomaly_probe.interrupts import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # kill / a scheduler's time limit: kept like Ctrl-C
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from anomaly_probe.config import RunConfig
-    from anomaly_probe.console import comparisons_table, console, runs_table, verdicts_table
+    from anomaly_probe.console import comparisons_table, console, err_console, runs_table, verdicts_table
     from anomaly_probe.hypotheses_names import resolve_hypotheses
     from anomaly_probe.pipeline import run_pipeline
     from anomaly_probe.runner import Session, prepare_run_dir, validate_config
 
-    config = RunConfig(
-        model=args.model, trained_context=args.trained_context, text=args.text, max_tokens=args.max_tokens,
-        num_samples=args.num_samples, method=args.method, sink_size=args.sink_size, recent_size=args.recent_size,
-        position_mode=args.position_mode, engine=args.engine, chunk_size=args.chunk_size, device=args.device,
-        dtype=args.dtype, seed=args.seed, out=args.out, hypotheses=resolve_hypotheses(args.hypothesis),
-        probes=args.probes, stepwise_tokens=args.stepwise_tokens,
-    )
-    validate_config(config)
-    run_dir = prepare_run_dir(config)
+    saved = _saved_run(args) if args.resume is not None else None
+    if saved is not None and saved.status == "complete":
+        console.print(f"{saved.run_dir} holds a complete run: nothing to resume. Re-render its report with "
+                      f"`anomaly-probe report {saved.run_dir}`, or start a new run with another --out.",
+                      highlight=False, soft_wrap=True)
+        return 0
+    if saved is not None:
+        config, run_dir = saved.config, saved.run_dir
+    else:
+        config = RunConfig(
+            model=args.model, trained_context=args.trained_context, text=args.text, max_tokens=args.max_tokens,
+            num_samples=args.num_samples, method=args.method, sink_size=args.sink_size,
+            recent_size=args.recent_size, position_mode=args.position_mode, engine=args.engine,
+            chunk_size=args.chunk_size, device=args.device, dtype=args.dtype, seed=args.seed, out=args.out,
+            hypotheses=resolve_hypotheses(args.hypothesis), probes=args.probes, stepwise_tokens=args.stepwise_tokens,
+        )
+        validate_config(config)
+        run_dir = prepare_run_dir(config)
     try:
-        session = Session(config, run_dir)
+        session = _load_session(Session, config, run_dir)
     except BaseException:
-        _remove_if_empty(run_dir)
+        if saved is None:
+            _remove_if_empty(run_dir)
         raise
+    if saved is not None:
+        from anomaly_probe.resume import restore
+
+        for note in restore(session, saved):
+            err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"resuming {run_dir}: {len(session.runs)} finished unit(s) kept", highlight=False)
     console.print(f"[bold]anomaly-probe[/] {session.loaded.spec} ({session.loaded.arch}, trained context "
                   f"{session.loaded.trained_context}) on {session.device.type}/{session.environment['dtype']}; "
                   f"text {session.ids.numel()} tokens; run folder {run_dir}")
-    run_pipeline(session)
+    try:
+        session.save()  # from here on the folder is resumable, even after a hard kill
+        run_pipeline(session)
+    except KeyboardInterrupt:
+        session.status = "interrupted"
+        session.save()
+        err_console.print(f"interrupted: {len(session.runs)} finished unit(s) are saved in {run_dir}; continue with "
+                          f"`anomaly-probe run --resume {run_dir}`", markup=False, highlight=False, soft_wrap=True)
+        return 130
+    except Exception:
+        session.status = "failed"
+        session.save()
+        raise
     report = _write_run_report(run_dir)
     console.print(runs_table(session.runs))
     console.print(comparisons_table(session.comparisons))
     if session.verdicts:
         console.print(verdicts_table(session.verdicts))
         console.print(f"[bold]headline:[/] {session.headline}", soft_wrap=True)
+    if session.failures:
+        err_console.print(f"{len(session.failures)} unit(s) failed (see failures in results.json); the verdicts "
+                          "that needed them are ERROR", markup=False, highlight=False, soft_wrap=True)
     console.print(f"results: {run_dir / 'results.json'}")
     if report is not None:
         console.print(f"report: {report}")
     return 0
+
+
+def _load_session(session_cls, config, run_dir):
+    """The session (model, text); running out of memory while loading is the user's to fix."""
+    from anomaly_probe.errors import UserError
+    from anomaly_probe.failures import is_out_of_memory
+
+    try:
+        return session_cls(config, run_dir)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"out of memory while loading {config.model!r} ({first}); try --dtype float16 or "
+                        "bfloat16, another --device, or a smaller model") from None
+
+
+def _saved_run(args: argparse.Namespace):
+    """The run folder named by ``--resume``, after checking that no other flag contradicts it."""
+    from anomaly_probe.errors import UserError
+    from anomaly_probe.resume import check_flags, load_saved_run
+    from anomaly_probe.runner import validate_config
+
+    saved = load_saved_run(args.resume)
+    check_flags(_given_run_flags(args), saved)
+    try:
+        validate_config(saved.config)
+    except UserError as exc:
+        raise UserError(f"--resume {args.resume!r}: the saved settings are not valid here ({exc})") from None
+    return saved
+
+
+def _given_run_flags(args: argparse.Namespace) -> dict:
+    """The run flags the user typed (destination -> value), found by parsing again without defaults."""
+    argv = getattr(args, "_argv", None)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    run = sub.choices["run"]
+    if argv is None:  # called without main(): what differs from the defaults
+        defaults = vars(parser.parse_args(["run"]))
+        return {k: v for k, v in vars(args).items() if k in defaults and v != defaults[k] and k != "command"}
+    for action in run._actions:  # noqa: SLF001 - argparse has no public way to list a parser's actions
+        action.default = argparse.SUPPRESS
+    given, _ = parser.parse_known_args(argv)
+    return {k: v for k, v in vars(given).items() if k != "command"}
 
 
 def _write_run_report(run_dir):
@@ -270,6 +359,13 @@ def _remove_if_empty(path) -> None:
         pass
 
 
+def _one_line(message: str) -> str:
+    """Control characters and line breaks (from a file's column names, a path...) escaped: one line."""
+    import re
+
+    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]", lambda m: ascii(m.group())[1:-1], message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failed check or internal error, 2 bad input)."""
     from anomaly_probe.console import err_console
@@ -279,12 +375,13 @@ def main(argv: list[str] | None = None) -> int:
         light = {"report": build_report_parser, "import": build_import_parser}.get(words[0] if words else "")
         parser = light() if light else build_parser()
         args = parser.parse_args(argv)
+        args._argv = list(words)  # which flags were typed (run --resume checks them against the saved run)
         if args.command is None:
             parser.print_help()
             return 2
         return {"run": cmd_run, "report": cmd_report, "check": cmd_check, "import": cmd_import}[args.command](args)
     except UserError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"error: {_one_line(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from anomaly_probe.errors import UserError
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer; numpy generators need >= 0
+
 
 @dataclass
 class RunConfig:
@@ -33,3 +37,9 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_seed(seed: int) -> None:
+    """Raise :class:`~anomaly_probe.errors.UserError` unless ``0 <= seed <= MAX_SEED``."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed {seed}: use a whole number from 0 to {MAX_SEED}")

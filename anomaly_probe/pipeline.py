@@ -32,5 +32,20 @@ def run_pipeline(session: Session, settings: ExperimentSettings | None = None,
             session.headline = headline(session, verdicts, thresholds)
         except KeyError:  # a baseline or method run failed: no gap to describe
             session.headline = "The baseline or the method run failed; see failures."
+        except Exception as exc:  # noqa: BLE001 - e.g. no finite tokens left; the verdicts are saved
+            session.headline = f"No headline: {type(exc).__name__}: {str(exc)[:160]}; see the verdicts."
+    session.headline = (session.headline + _nonfinite_sentence(session.runs)).strip()
     session.status = "complete"
     session.save()
+
+
+def _nonfinite_sentence(runs: list[dict]) -> str:
+    """`` Non-finite NLL in N run(s) (first: KEY, ...)...`` or ``""``: a NaN is never averaged silently."""
+    from anomaly_probe.nonfinite import describe
+
+    bad = [r for r in runs if r.get("nonfinite")]
+    if not bad:
+        return ""
+    return (f" Non-finite NLL in {len(bad)} run(s) (first: {bad[0]['key']}: {describe(bad[0]['nonfinite'])}); "
+            "the comparisons and verdicts that use them keep only the tokens before the first NaN/inf of each "
+            "sample.")

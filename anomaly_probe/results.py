@@ -14,9 +14,14 @@ Schema (version 1)::
                     nll_gap_mean (baseline - method; > 0: the method looks better), acc_diff
                     (method - baseline)
     verdicts[]      filled by the hypothesis experiments
-    status          "running" | "complete"
+    failures[]      key, error: units that crashed (an out-of-memory error names the flags to change)
+    inputs          text_tokens, samples_sha256 (a resumed run checks that its samples are unchanged)
+    status          "running" | "interrupted" (Ctrl-C / SIGTERM; resume with ``run --resume``) |
+                    "failed" (an internal error) | "complete"
 
-The file is rewritten atomically after every finished run, so it is always valid JSON.
+A run with NaN/inf NLL gets ``nonfinite`` (see :mod:`anomaly_probe.nonfinite`); its ``nll_mean`` and
+``ppl`` are then null. The file is rewritten atomically after every finished run, so it is always
+valid JSON.
 """
 
 from __future__ import annotations
@@ -75,25 +80,48 @@ def compare(runs: list[dict], baseline_label: str, method_label: str, max_tokens
     ----------
     arrays : dict
         ``arrays[sample][label]`` holds the per-token arrays of that run.
+
+    Non-finite NLL: both runs of a sample are cut at the first NaN/inf entry of either
+    (:mod:`anomaly_probe.finite_prefix`); ``nonfinite_excluded_tokens`` counts what was cut.
     """
-    base_nll = np.concatenate([arrays[s][baseline_label]["nll"] for s in sorted(arrays)])
-    meth_nll = np.concatenate([arrays[s][method_label]["nll"] for s in sorted(arrays)])
-    base_acc = np.concatenate([arrays[s][baseline_label]["correct"] for s in sorted(arrays)]).mean()
-    meth_acc = np.concatenate([arrays[s][method_label]["correct"] for s in sorted(arrays)]).mean()
-    return {
+    from anomaly_probe.finite_prefix import common_cut
+
+    parts: dict[str, list[np.ndarray]] = {"bn": [], "mn": [], "bc": [], "mc": []}
+    excluded = 0
+    for s in sorted(arrays):
+        b, m = arrays[s][baseline_label], arrays[s][method_label]
+        n = min(len(b["nll"]), len(m["nll"]))
+        cut = common_cut([b["nll"][:n], m["nll"][:n]])  # non-finite NLL: both runs cut at the first one
+        excluded += 0 if cut is None else n - cut
+        n = n if cut is None else cut
+        for key, arr in (("bn", b["nll"]), ("mn", m["nll"]), ("bc", b["correct"]), ("mc", m["correct"])):
+            parts[key].append(arr[:n])
+    base_nll, meth_nll, base_cor, meth_cor = (np.concatenate(parts[k]) for k in ("bn", "mn", "bc", "mc"))
+    base_acc, meth_acc = _mean(base_cor), _mean(meth_cor)
+    out = {
         "max_tokens": max_tokens,
         "baseline": baseline_label,
         "method": method_label,
         "num_samples": len(arrays),
         "tokens_scored": int(base_nll.size),
-        "baseline_ppl": _ppl(base_nll.mean()),
-        "method_ppl": _ppl(meth_nll.mean()),
-        "baseline_acc": float(base_acc),
-        "method_acc": float(meth_acc),
-        "nll_gap_mean": float((base_nll - meth_nll).mean()),
-        "acc_diff": float(meth_acc - base_acc),
+        "baseline_ppl": _ppl(_mean(base_nll)),
+        "method_ppl": _ppl(_mean(meth_nll)),
+        "baseline_acc": base_acc,
+        "method_acc": meth_acc,
+        "nll_gap_mean": _mean(base_nll - meth_nll),
+        "acc_diff": meth_acc - base_acc,
     }
+    if excluded:
+        out["nonfinite_excluded_tokens"] = int(excluded)
+    return out
+
+
+def _mean(x: np.ndarray) -> float:
+    """Mean as a float; NaN for no entries (written as null)."""
+    return float(x.mean()) if x.size else float("nan")
 
 
 def _ppl(nll_mean: float) -> float:
+    if not math.isfinite(nll_mean):
+        return float("nan") if math.isnan(nll_mean) else float("inf")
     return math.exp(nll_mean) if nll_mean < 700 else float("inf")

@@ -7,6 +7,7 @@ needs a scored run (the CLI, the hypothesis experiments) asks :meth:`Session.sco
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from anomaly_probe.device import dtype_name, resolve_device, resolve_dtype
 from anomaly_probe.engines import CHUNKED_ENGINES, ENGINES, pick_engine
 from anomaly_probe.environment import describe_environment
 from anomaly_probe.errors import UserError
+from anomaly_probe.failures import failure_message, is_out_of_memory, release_memory
 from anomaly_probe.interventions import apply_intervention
 from anomaly_probe.methods import FullCache, build_method
 from anomaly_probe.methods.base import CacheMethod
@@ -31,6 +33,13 @@ REPORTS_DIR = Path("reports")
 
 def validate_config(config: RunConfig) -> CacheMethod:
     """Cheap checks done before any model is loaded; returns the method under test."""
+    from anomaly_probe.config import check_seed
+
+    if not config.model.strip():
+        raise UserError("--model '': give a model (smollm2-135m, tiny-neox, a hub ID, a folder or a .gguf file)")
+    if config.out is not None and not config.out.strip():
+        raise UserError("--out '': give a folder name, or leave --out out for reports/<time>-<model>")
+    check_seed(config.seed)
     if not config.max_tokens:
         raise UserError("--max-tokens needs at least one value")
     for n in config.max_tokens:
@@ -60,7 +69,10 @@ def prepare_run_dir(config: RunConfig) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = REPORTS_DIR / f"{stamp}-{re.sub(r'[^A-Za-z0-9._-]+', '_', config.model)}"
     if (run_dir / "results.json").exists():
-        raise UserError(f"--out {str(run_dir)!r} already holds a run; choose another folder")
+        raise UserError(f"--out {str(run_dir)!r} already holds a run; choose another folder, or continue it with "
+                        f"`anomaly-probe run --resume {run_dir}`")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {str(run_dir)!r} is a file; give a folder for the run")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -99,6 +111,9 @@ class Session:
         longest = max(config.max_tokens)
         samples(self.ids, longest, config.num_samples)  # fails with the token count if too short
         self._samples = {L: samples(self.ids, L, config.num_samples) for L in config.max_tokens}
+        used = self.ids[:longest * config.num_samples].numpy()  # every sample lies in this prefix
+        self.inputs = {"text_tokens": int(self.ids.numel()),
+                       "samples_sha256": hashlib.sha256(used.astype("<i8").tobytes()).hexdigest()}
         self.environment = describe_environment(self.device, self.dtype,
                                                 self.loaded.model.config._attn_implementation)
         self.runs: list[dict] = []
@@ -130,6 +145,7 @@ class Session:
         with apply_intervention(unit.intervention, self.loaded.model, intervention_info), probes:
             scores = fn(self.loaded.model, ids, unit.method, progress=progress or (lambda n: None),
                         observer=probes.observer, **kwargs)
+        nonfinite = self._locate_nonfinite(unit, ids, scores, kwargs)
         tokens_file = f"tokens/{unit.key}.npz"
         save_tokens(self.run_dir / tokens_file, scores)
         record = {
@@ -146,12 +162,30 @@ class Session:
             **scores.summary(),
             "tokens_file": tokens_file,
             **probes.save(self.run_dir, unit.key),  # trace_file, trace_bytes_per_step (with --probes)
+            **({"nonfinite": nonfinite} if nonfinite else {}),
         }
         self.runs.append(record)
         self.arrays[unit.key] = {"nll": scores.nll, "correct": scores.correct, "query_pos": scores.query_pos,
                                  "n_keys": scores.n_keys}
         self.save()
         return record
+
+    def _locate_nonfinite(self, unit: Unit, ids: torch.Tensor, scores, kwargs: dict) -> dict | None:
+        """NaN/inf NLL: count it and find the first layer (one more forward up to it); else None."""
+        from anomaly_probe.nonfinite import locate_layer, nonfinite_summary
+
+        finding = nonfinite_summary(scores.nll)
+        if finding is None:
+            return None
+        first = finding["first_token"]
+        # the same numerics as the unit (a ballast only adds memory pressure: not repeated)
+        name = "none" if unit.intervention.startswith("ballast-") else unit.intervention
+
+        def rerun():
+            with apply_intervention(name, self.loaded.model):
+                return ENGINES.get(unit.engine)(self.loaded.model, ids[:first + 2], unit.method, **kwargs)
+
+        return finding | locate_layer(self.loaded.model, rerun, first)
 
     def baseline_and_method_units(self) -> list[Unit]:
         units = []
@@ -189,6 +223,7 @@ class Session:
             "verdicts": self.verdicts,
             "headline": self.headline,
             "failures": self.failures,
+            "inputs": self.inputs,
             **self.extra,
         }
 
@@ -224,12 +259,18 @@ def run_units(session: Session, units: list[Unit]) -> dict[str, str]:
                 bars.advance(task, n)
                 bars.advance(overall, n)
 
+            oom = False
             try:
                 session.score(u, progress=advance)
             except UserError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one failed unit must not lose the others
-                failed[u.key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                oom = is_out_of_memory(exc)
+                failed[u.key] = failure_message(exc, u, session.config.chunk_size, dtype_name(session.dtype),
+                                                chunked=u.engine in CHUNKED_ENGINES)
                 session.failures.append({"key": u.key, "error": failed[u.key]})
                 session.save()
+                bars.console.print(f"failed: {u.key}: {failed[u.key]}", markup=False, highlight=False)
+            if oom:  # outside the except block: its traceback no longer pins the failed forward's tensors
+                release_memory()
     return failed

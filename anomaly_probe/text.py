@@ -31,6 +31,8 @@ def read_text(path: str | None) -> str:
     if path is None:
         return default_text()
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise UserError(f"--text {path!r} is a folder; give a .txt or .jsonl file")
     if not p.is_file():
         raise UserError(f"--text {path!r}: no such file")
     try:

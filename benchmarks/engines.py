@@ -8,7 +8,8 @@ difference between stepwise and parallel, the parallel / batched ratio and, as i
 
 The fast runs are repeated ``--repeats`` times, interleaved, and their median is reported; the stepwise
 run (minutes) is done once. Other processes on the machine slow every engine: the load average is
-printed so a contended run can be recognised.
+printed so a contended run can be recognised, and each engine's process CPU time per token is printed
+beside its wall-clock rate (less sensitive to other processes, though thread spinning still inflates it).
 
     .venv/bin/python benchmarks/engines.py
     .venv/bin/python benchmarks/engines.py --tokens 2048 --repeats 5 --chunk-size 256
@@ -24,6 +25,13 @@ import time
 
 def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _timed(fn):
+    """``(scores, cpu_seconds)``: the run and the process CPU time it used."""
+    cpu = time.process_time()
+    scores = fn()
+    return scores, time.process_time() - cpu
 
 
 def main() -> None:
@@ -51,29 +59,36 @@ def main() -> None:
 
     score_parallel(lm.model, ids[:600], method, chunk_size=args.chunk_size)  # warm-up
     score_batched(lm.model, ids[:600], FullCache(), chunk_size=600)
-    batched_rates, parallel_rates, parallel = [], [], None
+    rates: dict[str, list[float]] = {"batched": [], "parallel": []}
+    cpu: dict[str, list[float]] = {"batched": [], "parallel": []}  # CPU ms per token
+    parallel = None
     for _ in range(args.repeats):
-        b = score_batched(lm.model, ids, FullCache(), chunk_size=T)  # one forward over all tokens
-        batched_rates.append(b.summary()["tok_per_s"])
-        parallel = score_parallel(lm.model, ids, method, chunk_size=args.chunk_size)
-        parallel_rates.append(parallel.summary()["tok_per_s"])
-    batched_rate, parallel_rate = statistics.median(batched_rates), statistics.median(parallel_rates)
-    print(f"batched full cache (1 forward): {batched_rate:8.1f} tok/s  (runs: "
-          f"{', '.join(f'{r:.0f}' for r in batched_rates)})", flush=True)
-    print(f"parallel {method.label()}: {parallel_rate:8.1f} tok/s  (runs: "
-          f"{', '.join(f'{r:.0f}' for r in parallel_rates)}; peak RSS {parallel.peak_rss_bytes / 2**20:.0f} MiB)",
-          flush=True)
+        b, c = _timed(lambda: score_batched(lm.model, ids, FullCache(), chunk_size=T))  # one forward, all tokens
+        rates["batched"].append(b.summary()["tok_per_s"])
+        cpu["batched"].append(1e3 * c / b.tokens_scored)
+        parallel, c = _timed(lambda: score_parallel(lm.model, ids, method, chunk_size=args.chunk_size))
+        rates["parallel"].append(parallel.summary()["tok_per_s"])
+        cpu["parallel"].append(1e3 * c / parallel.tokens_scored)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    runs = {k: ", ".join(f"{r:.0f}" for r in v) for k, v in rates.items()}
+    print(f"batched full cache (1 forward): {med['batched']:8.1f} tok/s  {med_cpu['batched']:6.2f} CPU ms/tok  "
+          f"(runs: {runs['batched']} tok/s)", flush=True)
+    print(f"parallel {method.label()}: {med['parallel']:8.1f} tok/s  {med_cpu['parallel']:6.2f} CPU ms/tok  "
+          f"(runs: {runs['parallel']} tok/s; peak RSS {parallel.peak_rss_bytes / 2**20:.0f} MiB)", flush=True)
 
-    start = time.perf_counter()
-    stepwise = score_stepwise(lm.model, ids, method)
-    stepwise_rate = stepwise.summary()["tok_per_s"]
-    print(f"stepwise {method.label()}: {stepwise_rate:8.1f} tok/s  ({time.perf_counter() - start:.0f} s)")
+    stepwise, c = _timed(lambda: score_stepwise(lm.model, ids, method))
+    stepwise_rate, stepwise_cpu = stepwise.summary()["tok_per_s"], 1e3 * c / stepwise.tokens_scored
+    print(f"stepwise {method.label()}: {stepwise_rate:8.1f} tok/s  {stepwise_cpu:6.2f} CPU ms/tok  "
+          f"({stepwise.seconds:.0f} s)")
     d = np.abs(stepwise.nll - parallel.nll)
     print(f"max |dNLL| stepwise vs parallel: {d.max():.2e} nats over {d.size} tokens "
           f"(mean NLL {stepwise.nll.mean():.6f} vs {parallel.nll.mean():.6f})")
-    print(f"parallel / batched full-cache throughput: {parallel_rate / batched_rate:.2f}")
+    print(f"parallel / batched full-cache throughput: {med['parallel'] / med['batched']:.2f} "
+          f"(CPU time: {med_cpu['batched'] / med_cpu['parallel']:.2f})")
+    print(f"speedup in CPU time per token: {stepwise_cpu / med_cpu['parallel']:.1f}")
     print(f"load average at the end: {_load()}")
-    print(f"parallel_speedup: {parallel_rate / stepwise_rate:.1f}")
+    print(f"parallel_speedup: {med['parallel'] / stepwise_rate:.1f}")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,24 @@ def test_attention_implementation_restored(tiny, tiny_ids):
     assert model.config._attn_implementation == before != ATTN_NAME
 
 
+def test_refuses_to_drop_a_custom_attention(tiny, tiny_ids):
+    """An intervention's attention would be replaced silently: the engine refuses instead."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    model, _ = tiny
+    AttentionInterface.register("test_custom", AttentionInterface._global_mapping["sdpa"])
+    AttentionMaskInterface.register("test_custom", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("test_custom")
+    try:
+        with pytest.raises(UserError, match="would be dropped"):
+            score_parallel(model, tiny_ids[:50], StreamingLLM(4, 8))
+        assert model.config._attn_implementation == "test_custom"
+    finally:
+        model.set_attn_implementation(previous)
+
+
 class _Observer:
     def __init__(self):
         self.calls = []

@@ -203,7 +203,7 @@ def test_fused_stats_match_the_readable_reference():
 # ---------------------------------------------------------------------------- hooks
 def test_probes_do_not_change_logits(tiny, tiny_ids):
     model, _ = tiny
-    ids = tiny_ids[:80]
+    ids = tiny_ids[:60]
     plain = score_stepwise(model, ids, StreamingLLM(4, 28, "in-cache"))
     probed, trace = run_probed(model, ids, StreamingLLM(4, 28, "in-cache"))
     assert np.array_equal(plain.nll, probed.nll) and np.array_equal(plain.correct, probed.correct)
@@ -251,7 +251,7 @@ def test_nothing_registered_at_import():
 
 def test_stepwise_and_batched_agree_per_query(tiny, tiny_ids):
     model, _ = tiny
-    ids = tiny_ids[:160]
+    ids = tiny_ids[:120]
     _, a = run_probed(model, ids, FullCache(), names=("attention",))
     _, b = run_probed(model, ids, FullCache(), score_batched, names=("attention",), chunk_size=37)
     assert np.array_equal(a["step"], b["step"]) and np.array_equal(a["n_keys"], b["n_keys"])
@@ -267,9 +267,9 @@ def test_stepwise_and_batched_agree_per_query(tiny, tiny_ids):
 def test_parallel_engine_records_the_same_statistics(tiny, tiny_ids):
     model, _ = tiny
     for mode in ("absolute", "in-cache"):  # in-cache: the parallel engine publishes no k_pos
-        ids, method = tiny_ids[:120], StreamingLLM(4, 28, mode)
+        ids, method = tiny_ids[:80], StreamingLLM(4, 28, mode)
         _, a = run_probed(model, ids, method, names=("attention",))
-        _, b = run_probed(model, ids, method, score_parallel, names=("attention",), chunk_size=40)
+        _, b = run_probed(model, ids, method, score_parallel, names=("attention",), chunk_size=30)
         for name in ("step", "n_keys", "query_pos", "max_distance", "sink_size"):
             assert np.array_equal(a[name], b[name]), (mode, name)
         for name in ATTN_METRICS:
@@ -319,11 +319,11 @@ def test_llama_gqa_matches_eager_attention_weights():
 
 def test_llama_gqa_sdpa_runs_with_engines():
     model = tiny_llama("sdpa")
-    ids = torch.randint(0, 256, (80,), generator=torch.Generator().manual_seed(3))
-    plain = score_stepwise(model, ids, StreamingLLM(2, 20, "in-cache"))
-    probed, trace = run_probed(model, ids, StreamingLLM(2, 20, "in-cache"))
+    ids = torch.randint(0, 256, (50,), generator=torch.Generator().manual_seed(3))
+    plain = score_stepwise(model, ids, StreamingLLM(2, 20, "absolute"))
+    probed, trace = run_probed(model, ids, StreamingLLM(2, 20, "absolute"))
     assert np.array_equal(plain.nll, probed.nll)
-    assert trace["layers.0.attn.entropy"].shape == (79, 4)
+    assert trace["layers.0.attn.entropy"].shape == (49, 4)
     assert np.isfinite(trace["layers.1.attn.sink_mass"]).all()
     assert trace["cache.kv_len"][-1].tolist() == [22, 22]
 

@@ -69,13 +69,14 @@ def test_window_covering_the_sample_equals_full_cache(tiny, tiny_ids):
     assert np.array_equal(full.query_pos, got.query_pos) and np.array_equal(full.n_keys, got.n_keys)
 
 
-@pytest.mark.parametrize("stride", [1, 12])
-def test_equals_hand_written_loop(tiny, tiny_ids, stride):
-    """Stride 1: every query sees the previous 32 tokens at positions 0..31. Stride 12: the HF recipe."""
+@pytest.mark.parametrize("stride,chunk", [(1, 1024), (12, 1024), (12, 10)])
+def test_equals_hand_written_loop(tiny, tiny_ids, stride, chunk):
+    """Stride 1: every query sees the previous 32 tokens at positions 0..31. Stride 12: the HF recipe.
+    Chunk 10: each window goes through the model in pieces (prefix chunks score nothing)."""
     model, _ = tiny
     ids = tiny_ids[:150]
     method = RecomputeOracle(32, stride)
-    got = score_recompute(model, ids, method)
+    got = score_recompute(model, ids, method, chunk_size=chunk)
     assert np.max(np.abs(_hand_loop(model, ids, method) - got.nll)) <= TOL
     assert np.array_equal(got.query_pos, method.query_position(torch.arange(149)).numpy())
     assert got.query_pos.max() == 31
@@ -93,7 +94,7 @@ def test_recompute_smollm2(smollm2, smol_ids):
     """SmolLM2, window 256 / stride 128 over 700 tokens, against one plain forward per window."""
     ids = smol_ids[:700]
     method = RecomputeOracle(256, 128)
-    got = score_recompute(smollm2.model, ids, method)
+    got = score_recompute(smollm2.model, ids, method, chunk_size=100)
     ref = np.empty(699)
     with torch.no_grad():
         for begin, end, first in windows(699, 256, 128):

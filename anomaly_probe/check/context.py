@@ -53,8 +53,11 @@ def validate_options(options: CheckOptions) -> CacheMethod:
     if options.scorer and options.num_samples < 2:
         raise UserError("--scorer needs --num-samples >= 2: scoring two samples in sequence catches a cache "
                         "that is not reset between samples")
-    if options.tolerance is not None and not options.tolerance > 0:
-        raise UserError(f"--tolerance {options.tolerance}: must be > 0 (nats)")
+    if options.tolerance is not None and not 0 < options.tolerance < float("inf"):
+        raise UserError(f"--tolerance {options.tolerance}: must be a finite number > 0 (nats)")
+    from anomaly_probe.config import check_seed
+
+    check_seed(options.seed)
     method = build_method(options.method, sink_size=options.sink_size, recent_size=options.recent_size,
                           position_mode=options.position_mode)
     if method.is_full or method.name == "recompute":

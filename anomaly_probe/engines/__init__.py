@@ -29,7 +29,7 @@ ENGINES.register("parallel", score_parallel)
 ENGINES.register("recompute", score_recompute)
 ENGINE_CHOICES = ("auto", *ENGINES.names())
 
-CHUNKED_ENGINES = ("batched", "parallel")
+CHUNKED_ENGINES = ("batched", "parallel", "recompute")
 """Engines that take ``chunk_size`` (queries per forward)."""
 
 

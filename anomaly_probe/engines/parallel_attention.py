@@ -5,6 +5,9 @@ so attention takes an explicit (Tq, Tk) ``visible`` mask, passed to the model as
 ``attention_mask`` (transformers hands a 4D mask to the attention function as is). Queries are processed
 in blocks of ``block`` rows; a block only multiplies the sink columns and the contiguous span of other
 columns it can see, so work is ~Tq x (sinks + recent + block), never Tq x Tk, and no T x T map exists.
+Two paths compute the same numbers: :func:`blockwise_attention`, a readable loop over blocks (also the
+path that feeds the attention recorder), and :mod:`~anomaly_probe.engines.band_attention`, all blocks
+at once through a strided view of the keys (the default where the mask is a narrow band).
 
 In-cache positions: a recent key sits at the same distance ``t - j`` below the query as in absolute
 mode, but a sink sits at its slot ``j`` while the query sits at ``min(t, capacity)``. The model rotates
@@ -25,6 +28,7 @@ from typing import Iterator
 
 import torch
 
+from anomaly_probe.engines.band_attention import Band, banded_attention
 from anomaly_probe.engines.step_context import ATTENTION_RECORDER
 from anomaly_probe.errors import UserError
 from anomaly_probe.models.rope import RopeSpec
@@ -50,17 +54,22 @@ class AttentionPlan:
         Positions to rotate each query by for the sink columns, shape (Tq,), int64; ``None``: no shift.
     rope : RopeSpec or None
         The model's rotary embedding; needed only with ``sink_shift``.
+    band : Band or None
+        Geometry for the banded fast path; ``None``: the block loop.
     """
 
     blocks: list[tuple[int, int, int, int]]
     n_sink_cols: int = 0
     sink_shift: torch.Tensor | None = None
     rope: RopeSpec | None = None
+    band: Band | None = None
 
     @classmethod
     def build(cls, visible: torch.Tensor, block: int, n_sink_cols: int = 0,
-              sink_shift: torch.Tensor | None = None, rope: RopeSpec | None = None) -> "AttentionPlan":
-        """Split the queries of ``visible`` (shape (Tq, Tk), bool) into blocks with their column spans."""
+              sink_shift: torch.Tensor | None = None, rope: RopeSpec | None = None,
+              banded: bool = True) -> "AttentionPlan":
+        """Split the queries of ``visible`` (shape (Tq, Tk), bool; queries are the last Tq key columns)
+        into blocks with their column spans; ``banded=False`` forces the block loop."""
         if sink_shift is not None and not bool(sink_shift.any()):
             sink_shift = None
         if sink_shift is not None and rope is None:
@@ -75,7 +84,8 @@ class AttentionPlan:
                 blocks.append((lo, hi, n_sink_cols, n_sink_cols))
             else:
                 blocks.append((lo, hi, n_sink_cols + int(cols[0]), n_sink_cols + int(cols[-1]) + 1))
-        return cls(blocks=blocks, n_sink_cols=n_sink_cols, sink_shift=sink_shift, rope=rope)
+        band = Band.build(visible, block, n_sink_cols, blocks) if banded else None
+        return cls(blocks=blocks, n_sink_cols=n_sink_cols, sink_shift=sink_shift, rope=rope, band=band)
 
 
 CURRENT_PLAN: ContextVar[AttentionPlan | None] = ContextVar("anomaly_probe_attention_plan", default=None)
@@ -127,32 +137,50 @@ def parallel_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.
         raise UserError(f"the parallel engine does not support attention with {', '.join(unsupported)}; "
                         "use --engine stepwise")
     B, H, Tq, _D = query.shape
-    Tk = key.shape[2]
-    recorder = ATTENTION_RECORDER.get()
-    ns = plan.n_sink_cols
-    kf, vf = key.float(), value.float()  # no copy in float32
-    k_sink, v_sink = kf[:, :, :ns], vf[:, :, :ns]
     out = query.new_empty(B, Tq, H, value.shape[-1])
+    q, k, v = query.float(), key.float(), value.float()  # no copy in float32
+    ns = plan.n_sink_cols
+    recorder = ATTENTION_RECORDER.get()
+    if recorder is None and plan.band is not None:
+        sink_q = None
+        if ns and plan.sink_shift is not None:
+            sink_q = plan.rope.rotate(q, plan.sink_shift.to(q.device))  # (B, H, Tq, D)
+        banded_attention(q, k, v, plan.band, ns, sink_q, scaling, out)
+    else:
+        blockwise_attention(module, q, k, v, attention_mask, plan, scaling, out, recorder)
+    return out, None
+
+
+def blockwise_attention(module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        attention_mask: torch.Tensor, plan: AttentionPlan, scaling: float, out: torch.Tensor,
+                        recorder=None) -> None:
+    """The readable path: one block of query rows at a time; fills ``out`` (B, Tq, H, Dv).
+
+    ``q`` (B, H, Tq, D), ``k`` and ``v`` (B, Hkv, Tk, D) are float32. With a ``recorder`` every block
+    scores all Tk columns and hands them over before the softmax.
+    """
+    Tk = k.shape[2]
+    ns = plan.n_sink_cols
+    k_sink, v_sink = k[:, :, :ns], v[:, :, :ns]
     for lo, hi, c0, c1 in plan.blocks:
         if recorder is not None:
             c0, c1 = ns, Tk  # the recorder gets every column
-        q = query[:, :, lo:hi].float()  # (B, H, n, D)
+        qb = q[:, :, lo:hi]  # (B, H, n, D)
         parts = []
         if ns:
-            qs = q if plan.sink_shift is None else plan.rope.rotate(q, plan.sink_shift[lo:hi].to(q.device))
+            qs = qb if plan.sink_shift is None else plan.rope.rotate(qb, plan.sink_shift[lo:hi].to(qb.device))
             parts.append(_gqa_scores(qs, k_sink))  # (B, H, n, ns)
-        parts.append(_gqa_scores(q, kf[:, :, c0:c1]))  # (B, H, n, c1 - c0)
+        parts.append(_gqa_scores(qb, k[:, :, c0:c1]))  # (B, H, n, c1 - c0)
         logits = (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]) * scaling  # (B, H, n, m)
         mask = attention_mask[:, :, lo:hi]
         vis = torch.cat([mask[..., :ns], mask[..., c0:c1]], dim=-1) if ns else mask[..., c0:c1]  # (1|B, 1, n, m)
         if recorder is not None:
             recorder(module, logits, vis)
         probs = torch.softmax(logits.masked_fill(~vis, float("-inf")), dim=-1)  # (B, H, n, m)
-        o = _gqa_weighted(probs[..., ns:], vf[:, :, c0:c1])  # (B, H, n, Dv)
+        o = _gqa_weighted(probs[..., ns:], v[:, :, c0:c1])  # (B, H, n, Dv)
         if ns:
             o = o + _gqa_weighted(probs[..., :ns], v_sink)
         out[:, lo:hi] = o.transpose(1, 2).to(out.dtype)  # (B, n, H, Dv)
-    return out, None
 
 
 def _refuse_mask(*_args, **_kwargs):

@@ -1,9 +1,12 @@
-"""The recompute engine: one cache-free forward per window (see :mod:`anomaly_probe.methods.recompute`).
+"""The recompute engine: every window computed afresh (see :mod:`anomaly_probe.methods.recompute`).
 
 Window ``k`` covers tokens ``[k * stride, k * stride + window)`` (cut at the sample's end) at positions
 ``0..window-1`` and scores the queries no earlier window scored: all of the first window, then the
-last ``stride``. Logits are computed only for the scored queries (``logits_to_keep``). The model's own
-attention implementation runs with its plain causal mask.
+last ``stride``. Nothing is carried from one window to the next. Within a window the tokens go through
+the model in chunks of at most ``chunk_size`` through a cache that lives for that window only --
+mathematically one causal forward, but the logits (queries x vocabulary) never exist for a whole
+8k-token window at once; logits are computed only for scored queries (``logits_to_keep``). The model's
+own attention implementation runs with its plain causal mask.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo, StepObser
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.methods.recompute import RecomputeOracle
+
+DEFAULT_CHUNK = 1024  # queries per forward within a window
 
 
 def windows(n_queries: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -40,7 +45,8 @@ def windows(n_queries: int, window: int, stride: int) -> list[tuple[int, int, in
 
 @torch.no_grad()
 def score_recompute(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
-                    progress: Progress = no_progress, observer: StepObserver | None = None) -> TokenScores:
+                    progress: Progress = no_progress, observer: StepObserver | None = None,
+                    chunk_size: int = DEFAULT_CHUNK) -> TokenScores:
     """Score ``ids`` with strided sliding-window recomputation.
 
     Parameters
@@ -54,16 +60,22 @@ def score_recompute(model: torch.nn.Module, ids: torch.Tensor, method: CacheMeth
     progress : callable
         Called with the number of tokens scored after each forward.
     observer : StepObserver, optional
-        Called after every forward (one per window). The published :class:`StepInfo` lists every query
-        of the window (the attention sees them all); only the last ``end - first_scored`` are scored.
+        Called after every forward (one per chunk of a window). The published :class:`StepInfo` lists
+        every query of the forward (the attention sees them all), scored or not.
+    chunk_size : int
+        Queries per forward within a window.
 
     Returns
     -------
     TokenScores
         T - 1 entries; ``query_pos`` is the query's slot in its window.
     """
+    from transformers import DynamicCache
+
     if not isinstance(method, RecomputeOracle):
         raise UserError(f"the recompute engine scores the recompute oracle only, not {method.label()}")
+    if chunk_size < 1:
+        raise UserError(f"chunk size must be >= 1 (got {chunk_size})")
     device = next(model.parameters()).device
     ids = ids.to(device)
     n_q = ids.numel() - 1
@@ -71,24 +83,30 @@ def score_recompute(model: torch.nn.Module, ids: torch.Tensor, method: CacheMeth
     nll_parts, correct_parts = [], []
     start = time.perf_counter()
     for begin, end, first in windows(n_q, method.window, method.stride):
-        step_start = time.perf_counter()
-        k_abs = torch.arange(begin, end)
-        pos = k_abs - begin  # (W',) slots 0..W'-1
-        info = StepInfo(q_abs=k_abs, k_abs=k_abs, q_pos=pos, k_pos=pos, sink_size=0)
-        token = CURRENT_STEP.set(info)
-        try:
-            out = model(input_ids=ids[begin:end][None], position_ids=pos.to(device)[None], use_cache=False,
-                        logits_to_keep=end - first)
-        finally:
-            CURRENT_STEP.reset(token)
-        if observer is not None:
-            observer.after_forward(info, None, time.perf_counter() - step_start)
-        nll, correct = score_logits(out.logits[0, -(end - first):], ids[first + 1:end + 1])
-        del out
-        nll_parts.append(nll)
-        correct_parts.append(correct)
-        progress(end - first)
-        rss.sample()
+        cache = DynamicCache(config=model.config)  # this window's only
+        for lo in range(begin, end, chunk_size):
+            hi = min(lo + chunk_size, end)
+            n_scored = max(0, hi - max(lo, first))  # scored queries are a suffix of the window
+            step_start = time.perf_counter()
+            q_abs = torch.arange(lo, hi)
+            info = StepInfo(q_abs=q_abs, k_abs=torch.arange(begin, hi), q_pos=q_abs - begin,
+                            k_pos=torch.arange(hi - begin), sink_size=0)
+            token = CURRENT_STEP.set(info)
+            try:
+                out = model(input_ids=ids[lo:hi][None], cache=cache, position_ids=(q_abs - begin).to(device)[None],
+                            use_cache=True, logits_to_keep=max(n_scored, 1))  # 0 would mean "all"
+            finally:
+                CURRENT_STEP.reset(token)
+            if observer is not None:
+                observer.after_forward(info, cache, time.perf_counter() - step_start)
+            if n_scored > 0:
+                nll, correct = score_logits(out.logits[0, -n_scored:], ids[hi - n_scored + 1:hi + 1])
+                nll_parts.append(nll)
+                correct_parts.append(correct)
+                progress(n_scored)
+            del out
+            rss.sample()
+        del cache
     seconds = time.perf_counter() - start
     qpos = method.query_position(torch.arange(n_q)).numpy().astype(np.int64)
     return TokenScores(

@@ -68,7 +68,12 @@ def judge(session, roles: dict, thresholds: Thresholds, failed: dict[str, str] |
     """Judge every planned hypothesis from the session's saved arrays.
 
     ``failed`` maps unit keys whose run crashed to the error message; hypotheses needing them get ERROR.
+    Non-finite NLL: every run of an affected sample is cut at the first NaN/inf of any of them
+    (:func:`anomaly_probe.finite_prefix.cut_judge_input`), and the verdict says so; when too little is
+    left, or the judge fails on what is left, the verdict is INCONCLUSIVE with the finding.
     """
+    from anomaly_probe.finite_prefix import cut_judge_input
+
     failed = failed or {}
     verdicts = []
     by_key = {r["key"]: r for r in session.runs}
@@ -88,10 +93,17 @@ def judge(session, roles: dict, thresholds: Thresholds, failed: dict[str, str] |
             thresholds=thresholds, environment=session.environment,
             analysis_start=analysis_start(L, session.loaded.trained_context),
         )
+        notes, summary, too_short = cut_judge_input(data)
         try:
-            v = ALL[name].judge(data)
+            v = (Verdict(name, "inconclusive", message="Too few finite tokens left to judge.") if too_short
+                 else ALL[name].judge(data))
         except Exception as exc:  # noqa: BLE001
             v = _error(name, L, exc)
+            if notes:
+                v.status, v.message = "inconclusive", f"Cannot judge the finite tokens ({v.message})."
+        if notes:
+            v.message += " " + summary
+            v.evidence["nonfinite"] = notes
         v.max_tokens = L
         verdicts.append(v)
     return verdicts
@@ -108,6 +120,8 @@ def rank(verdicts: list[Verdict]) -> list[Verdict]:
 
 def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
     """One sentence a researcher can paste into a paper."""
+    from anomaly_probe.finite_prefix import common_cut
+
     if not verdicts:
         return ""
     lengths = sorted({v.max_tokens for v in verdicts if v.max_tokens}, reverse=True)
@@ -118,8 +132,14 @@ def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
             b = session.arrays[session.unit(L, s, _full(), session.config.engine).key]["nll"]
             m = session.arrays[session.unit(L, s, session.method, session.config.engine).key]["nll"]
             a = analysis_start(L, session.loaded.trained_context)
-            gap.append((b - m)[a:])
-        gaps[L] = gap_stats(gap, thresholds)
+            n = common_cut([b, m])  # the same non-finite rule as the comparisons and verdicts
+            gap.append((b - m)[a:n])
+        if sum(g.size for g in gap):
+            gaps[L] = gap_stats(gap, thresholds)
+    lengths = [L for L in lengths if L in gaps]
+    if not lengths:
+        return ("No finite baseline and method tokens are left in the analysed region (non-finite NLL); "
+                + "; ".join(f"{v.hypothesis} {v.status}" for v in rank(verdicts)) + ".")
     anomalous = [L for L in lengths if gaps[L]["anomaly"]]
     L = anomalous[0] if anomalous else lengths[0]
     g = gaps[L]

@@ -22,9 +22,13 @@ ENGINE = "imported"
 
 def prepare_dir(out: str | None) -> Path:
     """Create the run folder (default ``reports/<time>-import``); refuse one that already holds a run."""
+    if out is not None and not out.strip():
+        raise UserError("--out '': give a folder name, or leave --out out for reports/<time>-import")
     run_dir = Path(out).expanduser() if out else REPORTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-import"
     if (run_dir / "results.json").exists():
         raise UserError(f"--out {str(run_dir)!r} already holds a run; choose another folder")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {str(run_dir)!r} is a file; give a folder for the run")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"

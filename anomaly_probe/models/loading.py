@@ -90,6 +90,9 @@ def _load(spec: str, dtype: torch.dtype, seed: int):
         model, tok = load_gguf(path, dtype)
         return model, tok, str(path.resolve())
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"--model {spec!r}: the folder has no config.json; give a model folder (with config.json "
+                            "and weights), a .gguf file or a hub ID")
         return (*_from_pretrained(str(path), dtype, spec), str(path.resolve()))
     if path.exists():
         raise UserError(f"--model {spec!r} is a file; give a folder with config.json, a .gguf file or a hub ID")

@@ -25,8 +25,9 @@ from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo
 from anomaly_probe.probes.attention_stats import ATTN_METRICS, COUNT_METRICS, fused_stats, key_weights
 from anomaly_probe.probes.rows import StepRows
 from anomaly_probe.probes.scores import scaled_scores
-from anomaly_probe.probes.stat_batch import BATCH_ELEMENTS, StatBatch
+from anomaly_probe.probes.stat_batch import StatBatch
 
+FORWARD_ELEMENTS = 1 << 22  # scores of all layers of a forward held until its end (16 MiB of float32)
 OFFLOAD_EVERY = 64  # reductions kept on an accelerator before one batched copy to the CPU
 
 
@@ -105,7 +106,7 @@ class AttentionProbe:
         where = self._step(module, logits.shape[-2])
         if where is None:
             return
-        if logits.numel() * self.num_layers > BATCH_ELEMENTS:  # large: reduce now, per layer
+        if logits.numel() * self.num_layers > FORWARD_ELEMENTS:  # large: reduce now, per layer
             self._reduce_one(logits.float(), visible, *where)
         else:
             self._entries.append(_Entry(*where, visible, logits.float().clone()))
@@ -125,7 +126,7 @@ class AttentionProbe:
             in query chunks to ``__call__``).
         """
         _, H, Tq, _ = query.shape
-        if query.shape[0] != 1 or H * Tq * key.shape[2] * self.num_layers > BATCH_ELEMENTS:
+        if query.shape[0] != 1 or H * Tq * key.shape[2] * self.num_layers > FORWARD_ELEMENTS:
             return False
         where = self._step(module, Tq)
         if where is not None:

@@ -2,8 +2,9 @@
 
 Any caller that has the scaled scores of some queries -- the probe's recording attention, a parallel
 engine's own attention, a unit test with hand-made logits -- gets the same numbers from
-:func:`attention_stats`. :func:`fused_stats` is the fast path behind it: about ten passes over a
-whole stack of logits (every layer of many forwards at once).
+:func:`attention_stats`. :func:`fused_stats` is the fast path behind it: eight passes over a
+whole stack of logits (every layer of one or more forwards at once), with :func:`row_stats`, the
+readable definitions, for the rare rows that need them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ COUNT_METRICS = frozenset(m for m in ATTN_METRICS if m.endswith("_count"))
 """Metrics that are integer counts (stored as int32 in the trace)."""
 
 FP16_MAX = 65504.0  # largest finite float16
+_HIDDEN = 1e30  # stand-in for -inf on hidden keys in the fast path (exp underflows to exactly 0)
 
 
 def fused_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tensor,
@@ -59,54 +61,89 @@ def fused_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tens
     it. ``mean_distance = sum_j p_j (ref - k_j) - (ref - q) sum_j p_j`` keeps distances small numbers
     in float32 whatever the absolute indices.
 
-    Cost: about ten passes over ``x``. Counts that are almost always zero (non-finite, overflow,
-    underflow) are computed exactly, but only on the rows whose max/min logit and smallest weight say
-    they can be non-zero (one host sync per call).
+    Cost: eight passes over ``x`` (ten with a mask): max, min, shift, exp, sum, entropy (two), one
+    matmul for sink mass and distance. Rows whose max/min logit is non-finite or beyond the float16
+    range, and rows whose smallest weight is near the float16/bfloat16 underflow bound, are then
+    recomputed exactly by :func:`row_stats` (one host sync per kind; such rows are few).
     """
     R, N, Tq, Tk = x.shape
-    inf = math.inf
     hidden = None if visible is None else ~visible
-    xm = x if hidden is None else x.masked_fill(hidden, -inf)
+    xm = x if hidden is None else x.masked_fill(hidden, -_HIDDEN)  # finite: exp gives 0 and e*z stays 0
     hi = xm.amax(-1, keepdim=True)  # (R, N, Tq, 1); NaN/+inf when such a logit is visible
-    lo = (x if hidden is None else x.masked_fill(hidden, inf)).amin(-1, keepdim=True)
-    e = torch.exp(xm - hi)  # (R, N, Tq, Tk); hidden keys -> 0
-    total = e.sum(-1, keepdim=True)
-    p = e / total  # float32 attention weights
-    entropy = 0.0 - torch.xlogy(p, p).sum(-1)  # nats; xlogy(0, 0) = 0; 0.0 - 0.0 is +0
-    pw = torch.matmul(p.view(R, N * Tq, Tk), key_w).view(R, N, Tq, 3)  # sink mass, distance, total
+    lo = (x if hidden is None else x.masked_fill(hidden, math.inf)).amin(-1, keepdim=True)
+    z = xm - hi  # (R, N, Tq, Tk) <= 0
+    e = torch.exp(z)
+    total = e.sum(-1, keepdim=True)  # >= 1
+    ez = z.mul_(e).sum(-1)  # sum_j e_j z_j
+    pw = torch.matmul(e.view(R, N * Tq, Tk), key_w).view(R, N, Tq, 3) / total  # sink mass, distance, sum p
+    hi, lo, total = hi.squeeze(-1), lo.squeeze(-1), total.squeeze(-1)  # (R, N, Tq)
+    entropy = torch.log(total) - ez / total  # nats: -sum p log p with p = e / total
     n_vis = float(Tk) if visible is None else visible.sum(-1, dtype=torch.float32)
     log_n = (math.log(Tk) if Tk > 1 else 0.0) if visible is None else torch.log(n_vis)
+    zeros = torch.zeros_like(entropy)
+    stats = {"entropy": entropy, "entropy_norm": entropy / log_n, "logit_max": hi, "logit_min": lo,
+             "fp16_overflow_count": zeros, "nonfinite_count": zeros,
+             "sink_mass": pw[..., 0], "mean_distance": pw[..., 1] - q_off[:, None, :] * pw[..., 2]}
 
-    hi, lo, total = hi.squeeze(-1), lo.squeeze(-1), total.squeeze(-1)  # (R, N, Tq)
+    rows = _RowGather(R, N, Tq, Tk)
     odd = ~(torch.isfinite(hi) & torch.isfinite(lo)) | (hi > FP16_MAX) | (lo < -FP16_MAX)
     p_min = torch.exp(lo - hi) / total  # smallest visible weight (up to rounding)
-    zeros = torch.zeros_like(entropy)
-    stats = {"logit_max": hi.clone(), "logit_min": lo.clone(), "nonfinite_count": zeros,
-             "fp16_overflow_count": zeros.clone()}
-    for name in ("fp16_underflow_count", "fp16_underflow_mass", "bf16_underflow_count", "bf16_underflow_mass"):
-        stats[name] = zeros.clone()
-    rows = _RowGather(R, N, Tq, Tk)
-    idx = rows.where(odd)
-    if idx is not None:  # rare: non-finite or huge logits
-        xs, vs = rows.take(x, idx), rows.take(visible, idx)
-        finite = torch.isfinite(xs) if vs is None else torch.isfinite(xs) & vs
-        over = xs.abs() > FP16_MAX
-        rows.put(stats["nonfinite_count"], idx, (~finite).sum(-1, dtype=torch.float32) if vs is None
-                 else (vs & ~finite).sum(-1, dtype=torch.float32))
-        rows.put(stats["fp16_overflow_count"], idx, (over if vs is None else over & vs).sum(-1, dtype=torch.float32))
-        rows.put(stats["logit_max"], idx, xs.masked_fill(~finite, -inf).amax(-1))
-        rows.put(stats["logit_min"], idx, xs.masked_fill(~finite, inf).amin(-1))
     for kind, dtype, bound in (("fp16", torch.float16, 2.0 ** -24), ("bf16", torch.bfloat16, 2.0 ** -133)):
-        idx = rows.where(odd | (p_min <= bound))  # bound: twice the largest weight that rounds to 0
+        count, mass = zeros.clone(), zeros.clone()
+        idx = rows.where((p_min <= bound) & ~odd)  # bound: twice the largest weight that rounds to 0
         if idx is not None:
-            ps = rows.take(p, idx)  # (k, Tk)
-            lost = (ps > 0) & (ps.to(dtype) == 0)
-            rows.put(stats[f"{kind}_underflow_count"], idx, lost.sum(-1, dtype=torch.float32))
-            rows.put(stats[f"{kind}_underflow_mass"], idx, torch.where(lost, ps, 0.0).sum(-1))
-    stats.update(entropy=entropy, entropy_norm=entropy / log_n, sink_mass=pw[..., 0],
-                 mean_distance=pw[..., 1] - q_off[:, None, :] * pw[..., 2])
-    out = [stats[name] for name in ATTN_METRICS]
-    return torch.stack(torch.broadcast_tensors(*out), dim=-1)  # (R, N, Tq, M)
+            p = rows.take(e, idx) / total.view(-1)[idx, None]  # (k, Tk) the weights, as above
+            lost = (p > 0) & (p.to(dtype) == 0)
+            rows.put(count, idx, lost.sum(-1, dtype=torch.float32))
+            rows.put(mass, idx, torch.where(lost, p, 0.0).sum(-1))
+        stats[f"{kind}_underflow_count"], stats[f"{kind}_underflow_mass"] = count, mass
+    out = torch.stack(torch.broadcast_tensors(*(stats[m] for m in ATTN_METRICS)), dim=-1)  # (R, N, Tq, M)
+    idx = rows.where(odd)
+    if idx is not None:  # rare: non-finite or huge logits, rows without visible keys
+        r, t = idx // (N * Tq), idx % Tq
+        exact = row_stats(rows.take(x, idx), rows.take(visible, idx), key_w[r], q_off[r, t])
+        out.view(-1, len(ATTN_METRICS))[idx] = exact
+    return out
+
+
+def row_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tensor,
+              q_off: torch.Tensor) -> torch.Tensor:
+    """The readable path: every metric of some query rows, by the definitions, whatever their logits.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Scaled scores, float32, shape (k, Tk).
+    visible : torch.Tensor or None
+        Boolean (k, Tk); ``None`` for all keys.
+    key_w : torch.Tensor
+        (k, Tk, 3), as in :func:`fused_stats`.
+    q_off : torch.Tensor
+        (k,), as in :func:`fused_stats`.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (k, M), float32.
+    """
+    vis = torch.ones_like(x, dtype=torch.bool) if visible is None else visible
+    finite = torch.isfinite(x) & vis
+    lmax = x.masked_fill(~finite, -math.inf).amax(-1)  # (k,)
+    lmin = x.masked_fill(~finite, math.inf).amin(-1)
+    e = torch.exp(x.masked_fill(~vis, -math.inf) - lmax[:, None])  # NaN/+inf visible: NaN weights
+    p = e / e.sum(-1, keepdim=True)
+    entropy = 0.0 - torch.xlogy(p, p).sum(-1)  # xlogy(0, 0) = 0; 0.0 - 0.0 is +0
+    n_vis = vis.sum(-1, dtype=torch.float32)
+    pw = torch.matmul(p[:, None, :], key_w)[:, 0]  # (k, 3)
+    stats = {"entropy": entropy, "entropy_norm": entropy / torch.log(n_vis), "logit_max": lmax, "logit_min": lmin,
+             "fp16_overflow_count": ((x.abs() > FP16_MAX) & vis).sum(-1, dtype=torch.float32),
+             "nonfinite_count": n_vis - finite.sum(-1, dtype=torch.float32),
+             "sink_mass": pw[:, 0], "mean_distance": pw[:, 1] - q_off * pw[:, 2]}
+    for kind, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        lost = (p > 0) & (p.to(dtype) == 0)
+        stats[f"{kind}_underflow_count"] = lost.sum(-1, dtype=torch.float32)
+        stats[f"{kind}_underflow_mass"] = torch.where(lost, p, 0.0).sum(-1)
+    return torch.stack([stats[m] for m in ATTN_METRICS], dim=-1)
 
 
 class _RowGather:
@@ -123,12 +160,13 @@ class _RowGather:
         return flags.nonzero().squeeze(1)
 
     def take(self, t: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
-        """Rows ``idx`` of ``t`` broadcast to (R, N, Tq, Tk), shape (k, Tk), without expanding it."""
+        """Rows ``idx`` of ``t`` broadcast to (R, N, Tq, Tk), shape (k, Tk)."""
         if t is None:
             return None
-        R, N, Tq, Tk = self.shape
-        t = t.expand(R, N, Tq, Tk)
-        return t[idx // (N * Tq), (idx // Tq) % N, idx % Tq]
+        Tk = self.shape[-1]
+        if t.shape[:3] != self.shape[:3]:  # a broadcast mask: materialise (rare path only)
+            t = t.expand(self.shape)
+        return t.reshape(-1, Tk).index_select(0, idx)
 
     def put(self, out: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> None:
         out.view(-1)[idx] = values

@@ -4,7 +4,8 @@ A stepwise run makes one small forward per token; reducing each alone would laun
 :func:`~anomaly_probe.probes.attention_stats.fused_stats` per token. A :class:`StatBatch` copies each
 forward's (layers x heads, Tq, Tk) logits into row ``r`` of a preallocated buffer whose key axis is a
 little longer than needed; padding keys are simply not visible. One reduction then serves up to
-``rows`` forwards.
+``capacity`` forwards. The buffer is kept small (1 MiB) so that the reduction's passes run in cache;
+a forward that fills it alone gets a batch of its own without padding or mask.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from anomaly_probe.probes.attention_stats import fused_stats
 
-BATCH_ELEMENTS = 1 << 22  # float32 logits held by one batch (16 MiB)
+BATCH_ELEMENTS = 1 << 18  # float32 logits per batch (1 MiB): the reduction's passes stay in cache
 MAX_ROWS = 64  # forwards per batch
 
 
@@ -37,9 +38,12 @@ class StatBatch:
     def __init__(self, layers: tuple[int, ...], heads: int, n_queries: int, n_keys: int,
                  device: torch.device) -> None:
         self.layers, self.heads, self.n_queries, self.device = layers, heads, n_queries, device
-        self.key_cap = n_keys + max(16, n_keys // 8)
+        self.key_cap = n_keys + max(16, n_keys // 8)  # room for a growing cache
         per_row = len(layers) * heads * n_queries * self.key_cap
         self.capacity = max(1, min(MAX_ROWS, BATCH_ELEMENTS // per_row))
+        if self.capacity == 1:  # one forward fills the batch: no padding
+            self.key_cap = n_keys
+        self.masked = False  # whether any row has hidden keys (a mask, or padding)
         rows = self.capacity
         self.x = torch.empty((rows, len(layers) * heads, n_queries, self.key_cap), dtype=torch.float32, device=device)
         self.visible = torch.zeros((rows, 1, n_queries, self.key_cap), dtype=torch.bool, device=device)
@@ -78,6 +82,7 @@ class StatBatch:
             self.visible[r, 0, :, :tk] = True
         else:
             self.visible[r, 0, :, :tk] = visible.reshape(self.n_queries, tk)
+        self.masked = self.masked or visible is not None or tk < self.key_cap
         self.key_w[r, :tk].copy_(key_w)
         self.q_off[r].copy_(q_off)
         self.row0.append(row0)
@@ -85,6 +90,7 @@ class StatBatch:
     def reduce(self) -> torch.Tensor:
         """Statistics of every forward added, shape (rows, layers, Tq, heads, M)."""
         n = len(self.row0)
-        stats = fused_stats(self.x[:n], self.visible[:n], self.key_w[:n], self.q_off[:n])  # (n, L*H, Tq, M)
+        visible = self.visible[:n] if self.masked else None
+        stats = fused_stats(self.x[:n], visible, self.key_w[:n], self.q_off[:n])  # (n, L*H, Tq, M)
         stats = stats.view(n, len(self.layers), self.heads, self.n_queries, -1)
         return stats.transpose(2, 3)  # (n, L, Tq, H, M)

@@ -6,7 +6,7 @@ worker can take milliseconds to come back), so small probe work runs with one th
 model's thread count is restored before the model continues. Results are unaffected: the model's
 own ops always run with the caller's thread settings. Where MKL was given its own thread count
 (``MKL_NUM_THREADS`` differs from the intra-op count), restoring would change it, so nothing is
-toggled.
+toggled; nor with ATen's native thread pool, which cannot be resized once used.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import torch
 def _can_toggle(n_threads: int) -> bool:
     """True when ``torch.set_num_threads(n_threads)`` restores every pool exactly as it was."""
     info = torch.__config__.parallel_info()
+    if "parallel backend: OpenMP" not in info:  # the native backend cannot resize after first use
+        return False
     mkl = re.search(r"mkl_get_max_threads\(\) : (\d+)", info)
     return mkl is None or int(mkl.group(1)) == n_threads
 
