@@ -65,6 +65,25 @@ def test_parallel_equals_stepwise_tiny(tiny, tiny_ids, name, mode, chunk):
     _assert_same(ref, got)
 
 
+@pytest.mark.parametrize("name,mode", [("sl4+28", "in-cache"), ("sl100+100", "naive"), ("full", "absolute")])
+def test_block_loop_equals_band(tiny, tiny_ids, name, mode):
+    """The readable block loop and the banded fast path compute the same attention."""
+    model, _ = tiny
+    method = _method(name, mode)
+    ids = tiny_ids[:N_TINY]
+    fast = score_parallel(model, ids, method, chunk_size=150, block_size=32)
+    loop = score_parallel(model, ids, method, chunk_size=150, block_size=32, banded=False)
+    assert np.max(np.abs(fast.nll - loop.nll)) <= 1e-5
+
+
+def test_band_is_used_where_narrow():
+    q = torch.arange(1000, 1500)
+    k = torch.cat([torch.arange(4), torch.arange(940, 1500)])
+    assert AttentionPlan.build(StreamingLLM(4, 60).visible(q, k), 64, n_sink_cols=4).band is not None
+    first = torch.arange(500)  # a causal triangle: a band would double the work
+    assert AttentionPlan.build(FullCache().visible(first, first), 64).band is None
+
+
 def test_chunk_larger_than_cache_and_sample(tiny, tiny_ids):
     """One forward for the whole sample: eviction happens only inside the mask."""
     model, _ = tiny
@@ -92,8 +111,8 @@ def test_sink_correction_matters(tiny, tiny_ids):
     ref = _stepwise(model, ids, method)
     original = AttentionPlan.build.__func__
 
-    def no_shift(cls, visible, block, n_sink_cols=0, sink_shift=None, rope=None):
-        return original(cls, visible, block, n_sink_cols, None, rope)
+    def no_shift(cls, visible, block, n_sink_cols=0, sink_shift=None, rope=None, banded=True):
+        return original(cls, visible, block, n_sink_cols, None, rope, banded)
 
     AttentionPlan.build = classmethod(no_shift)
     try:

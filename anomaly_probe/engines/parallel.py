@@ -52,7 +52,7 @@ def parallel_support(method: CacheMethod) -> str | None:
 @torch.no_grad()
 def score_parallel(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
                    progress: Progress = no_progress, observer: StepObserver | None = None,
-                   chunk_size: int = DEFAULT_CHUNK, block_size: int = DEFAULT_BLOCK) -> TokenScores:
+                   chunk_size: int = DEFAULT_CHUNK, block_size: int = DEFAULT_BLOCK, banded: bool = True) -> TokenScores:
     """Score ``ids`` under ``method`` in chunked forwards; per-token NLL equals the stepwise engine's.
 
     Parameters
@@ -71,6 +71,8 @@ def score_parallel(model: torch.nn.Module, ids: torch.Tensor, method: CacheMetho
         Queries per forward.
     block_size : int
         Query rows per attention block (bounds the score tile; does not change results).
+    banded : bool
+        Use the banded fast path where the mask allows it; ``False``: the readable block loop.
 
     Returns
     -------
@@ -120,7 +122,7 @@ def score_parallel(model: torch.nn.Module, ids: torch.Tensor, method: CacheMetho
             else:
                 model_pos = q_pos  # absolute: t; naive: min(t, capacity)
                 k_pos = method.key_position(k_abs[-1], k_abs)  # independent of the query in these modes
-            plan = AttentionPlan.build(visible, block_size, n_sink_cols, sink_shift, rope)
+            plan = AttentionPlan.build(visible, block_size, n_sink_cols, sink_shift, rope, banded)
             info = StepInfo(q_abs=q_abs, k_abs=k_abs, q_pos=q_pos, k_pos=k_pos, sink_size=sink, visible=visible)
             step_token, plan_token = CURRENT_STEP.set(info), CURRENT_PLAN.set(plan)
             try:

@@ -18,7 +18,6 @@ import torch
 from anomaly_probe.engines.step_context import ATTENTION_RECORDER, AttentionRecorder
 from anomaly_probe.errors import UserError
 from anomaly_probe.probes.scores import scores_in_chunks
-from anomaly_probe.probes.threads import single_thread
 
 NAME = "anomaly_probe_record"
 
@@ -92,14 +91,13 @@ def _make_recording_attention(delegate: Callable) -> Callable:
         Tq, Tk = query.shape[2], key.shape[2]
         softcap = kwargs.get("softcap")
         record_qk = getattr(recorder, "record_qk", None)
-        with torch.no_grad():
-            if record_qk is not None:  # our probe scores small forwards itself
-                def mask():
-                    return visible_cache.get(attention_mask, 0, Tq, Tq, Tk, query.device)
+        if record_qk is not None:  # our probe scores small forwards itself, into its batch
+            def mask():
+                return visible_cache.get(attention_mask, 0, Tq, Tq, Tk, query.device)
 
-                with single_thread(query.device):  # small work: keep the thread pool asleep
-                    if record_qk(module, query, key, float(scaling), softcap, mask):
-                        return out
+            if record_qk(module, query, key, float(scaling), softcap, mask):
+                return out
+        with torch.no_grad():
             for lo, scores in scores_in_chunks(query, key, float(scaling), softcap):
                 visible, bias = visible_cache.get(attention_mask, lo, scores.shape[2], Tq, Tk, scores.device)
                 if bias is not None:

@@ -1,4 +1,4 @@
-"""The attention recorder: collects one forward's scores per layer and reduces them in batches.
+"""The attention recorder: scores each layer into a shared buffer and reduces forwards in batches.
 
 It is what :data:`~anomaly_probe.engines.step_context.ATTENTION_RECORDER` holds while the probe is
 attached. Two ways in:
@@ -6,12 +6,13 @@ attached. Two ways in:
 * ``probe(module, logits, visible)`` -- the contract any attention function can call with its own
   float32 scores (a parallel engine; the recording wrapper for large forwards).
 * ``probe.record_qk(...)`` -- the recording wrapper's path for small forwards: the probe scores the
-  layer's query and key itself (no chunking needed).
+  layer's query against its key itself, right away (the key is still in cache), straight into the
+  forward's row of a :class:`StatBatch` (no temporary, no copy).
 
-Small forwards (one query per step) are stacked into a :class:`StatBatch` and reduced many forwards
-at a time, so a stepwise run pays the reduction's op launches once per ~30 steps rather than once
-per layer and step. Large forwards (many queries) are reduced as they come, in query chunks. Results
-stay on the device as small tensors and move to the CPU in batches.
+Rows of small forwards (one query per step) are reduced together when the batch is full: a
+stepwise run pays the reduction's ~30 op launches once per step or less, never once per layer. Large
+forwards (many queries) are reduced as they come, per layer and query chunk. Results stay on the
+device as small tensors and move to the CPU in batches.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ import torch
 from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo
 from anomaly_probe.probes.attention_stats import ATTN_METRICS, COUNT_METRICS, fused_stats, key_weights
 from anomaly_probe.probes.rows import StepRows
-from anomaly_probe.probes.scores import scaled_scores
+from anomaly_probe.probes.scores import scaled_scores, scores_into
 from anomaly_probe.probes.stat_batch import StatBatch
+from anomaly_probe.probes.threads import single_thread
 
 FORWARD_ELEMENTS = 1 << 22  # scores of all layers of a forward held until its end (16 MiB of float32)
 OFFLOAD_EVERY = 64  # reductions kept on an accelerator before one batched copy to the CPU
 
 
 class _Entry(NamedTuple):
-    """One layer's scores in the current forward."""
+    """Scores of one layer handed to the recorder, kept until the end of the forward."""
 
     layer: int
     row_lo: int  # first query row of the forward that the scores hold
@@ -40,7 +42,7 @@ class _Entry(NamedTuple):
     scores: torch.Tensor  # (1, H, Tq, Tk) float32, owned by the probe
 
     def shape_key(self) -> tuple:
-        return self.row_lo, tuple(self.scores.shape)
+        return self.row_lo, *self.scores.shape[1:]
 
 
 def _same_mask(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
@@ -78,8 +80,9 @@ class AttentionProbe:
         self._offsets: dict[int, int] = {}  # layer -> query rows of the current forward already seen
         self._entries: list[_Entry] = []
         self._batch: StatBatch | None = None
-        self._pending: list[tuple[torch.Tensor, tuple[int, ...], list[int]]] = []  # on the device
-        self._done: list[tuple[np.ndarray, tuple[int, ...], list[int]]] = []  # (R, L, Tq, H, M)
+        self._row: tuple | None = None  # (shape key, visible, r): the current forward's batch row
+        self._pending: list[tuple] = []  # (stats on the device, slots per row, first trace row per row)
+        self._done: list[tuple] = []  # (stats (R, L', Tq, H, M) numpy, [[(slot, layer), ...] per row], [row0])
 
     # ------------------------------------------------------------------ recording
     def _step(self, module: torch.nn.Module, n_queries: int) -> tuple[int, int] | None:
@@ -126,19 +129,43 @@ class AttentionProbe:
             in query chunks to ``__call__``).
         """
         _, H, Tq, _ = query.shape
-        if query.shape[0] != 1 or H * Tq * key.shape[2] * self.num_layers > FORWARD_ELEMENTS:
+        Tk = key.shape[2]
+        if query.shape[0] != 1 or H * Tq * Tk * self.num_layers > FORWARD_ELEMENTS:
             return False
         where = self._step(module, Tq)
-        if where is not None:
+        if where is None:
+            return True
+        layer, row_lo = where
+        with single_thread(query.device), torch.no_grad():  # small work: keep the thread pool asleep
             visible, bias = mask()
-            scores = scaled_scores(query, key, scaling, softcap)  # (1, H, Tq, Tk)
-            if bias is not None:
-                scores = scores + bias
-            self._entries.append(_Entry(*where, visible, scores))
+            r = self._open_row(H, Tq, Tk, visible, row_lo, query.device)
+            if r is None:  # this layer differs from the forward's first (e.g. its own mask)
+                s = scaled_scores(query, key, scaling, softcap)
+                self._entries.append(_Entry(layer, row_lo, visible, s if bias is None else s + bias))
+            else:
+                scores_into(self._batch.slot(r, layer), query, key, scaling, softcap, bias)
         return True
 
+    def _open_row(self, H: int, Tq: int, Tk: int, visible: torch.Tensor | None, row_lo: int,
+                  device: torch.device) -> int | None:
+        """The current forward's batch row (opened at its first layer), or None if this layer cannot join."""
+        key = (H, Tq, Tk, row_lo)
+        if self._row is not None:
+            row_key, row_visible, r = self._row
+            return r if row_key == key and _same_mask(visible, row_visible) else None
+        if not StatBatch.batchable(visible):
+            return None
+        key_w, q_off = key_weights(self._info, slice(row_lo, row_lo + Tq), Tk)
+        if self._batch is None or not self._batch.fits(H, Tq, Tk, device):
+            self.flush()
+            self._batch = StatBatch(self.num_layers, H, Tq, Tk, device)
+        r = self._batch.open(Tk, visible, key_w, q_off, self._base + row_lo)
+        self._row = (key, visible, r)
+        return r
+
     def end_forward(self) -> None:
-        """Stage everything the current forward recorded (called after each forward)."""
+        """Stage the scores the current forward handed over (called after each forward)."""
+        self._row = None
         entries, self._entries = self._entries, []
         groups: dict[tuple, list[_Entry]] = {}  # same query rows and shape: one batch row
         for e in entries:
@@ -147,22 +174,15 @@ class AttentionProbe:
             first = group[0]
             if (len({e.layer for e in group}) == len(group) and StatBatch.batchable(first.visible)
                     and all(_same_mask(e.visible, first.visible) for e in group[1:])):
-                self._stage(group)
+                _, H, Tq, Tk = first.shape_key()
+                self._row = None
+                r = self._open_row(H, Tq, Tk, first.visible, first.row_lo, first.scores.device)
+                for e in group:
+                    self._batch.slot(r, e.layer).copy_(e.scores[0])
             else:  # e.g. sliding-window layers with their own masks: one layer at a time
                 for e in group:
                     self._reduce_one(e.scores, e.visible, e.layer, e.row_lo)
-
-    def _stage(self, group: list[_Entry]) -> None:
-        """Add layers that share query rows, shape and mask to the current batch."""
-        first = group[0]
-        _, H, Tq, Tk = first.scores.shape
-        layers = tuple(e.layer for e in group)
-        key_w, q_off = key_weights(self._info, slice(first.row_lo, first.row_lo + Tq), Tk)
-        device = first.scores.device
-        if self._batch is None or not self._batch.fits(layers, H, Tq, Tk, device):
-            self.flush()
-            self._batch = StatBatch(layers, H, Tq, Tk, device)
-        self._batch.add([e.scores for e in group], first.visible, key_w, q_off, self._base + first.row_lo)
+        self._row = None
 
     def _reduce_one(self, scores: torch.Tensor, visible: torch.Tensor | None, layer: int, row_lo: int) -> None:
         """Reduce one layer's scores (1, H, Tq, Tk) now."""
@@ -171,20 +191,22 @@ class AttentionProbe:
         vis = None if visible is None else visible.reshape(1, *visible.shape[-3:])
         stats = fused_stats(scores.reshape(1, H, Tq, Tk), vis, key_w.to(scores.device)[None],
                             q_off.to(scores.device)[None])  # (1, H, Tq, M)
-        self._keep(stats.transpose(1, 2)[:, None], (layer,), [self._base + row_lo])
+        self._keep(stats.transpose(1, 2)[:, None], [[layer]], [self._base + row_lo], slots=[[0]])
 
     def flush(self) -> None:
         """Reduce the current batch."""
         batch, self._batch = self._batch, None
         if batch is not None and batch.row0:
-            self._keep(batch.reduce(), batch.layers, batch.row0)
+            stats, written, row0 = batch.reduce()
+            self._keep(stats, written, row0, slots=written)
 
-    def _keep(self, stats: torch.Tensor, layers: tuple[int, ...], row0: list[int]) -> None:
-        """Store results (R, L, Tq, H, M); CPU results directly, device results in batches."""
+    def _keep(self, stats: torch.Tensor, layers: list[list[int]], row0: list[int], slots: list[list[int]]) -> None:
+        """Store results (R, L', Tq, H, M): row r's ``layers[r]`` sit at ``slots[r]`` of axis 1."""
+        item = (stats, [list(zip(s, ls)) for s, ls in zip(slots, layers)], list(row0))
         if stats.device.type == "cpu":
-            self._done.append((stats.numpy(), layers, row0))
+            self._done.append((stats.numpy(), *item[1:]))
             return
-        self._pending.append((stats, layers, row0))
+        self._pending.append(item)
         if len(self._pending) >= OFFLOAD_EVERY:
             self._offload()
 
@@ -193,8 +215,8 @@ class AttentionProbe:
             return
         flat = torch.cat([s.reshape(-1) for s, _, _ in self._pending]).cpu().numpy()  # one copy
         at = 0
-        for stats, layers, row0 in self._pending:
-            self._done.append((flat[at:at + stats.numel()].reshape(stats.shape), layers, row0))
+        for stats, slots, row0 in self._pending:
+            self._done.append((flat[at:at + stats.numel()].reshape(stats.shape), slots, row0))
             at += stats.numel()
         self._pending.clear()
 
@@ -211,10 +233,11 @@ class AttentionProbe:
             return {}
         heads = self._done[0][0].shape[3]
         table = np.full((self.num_layers, n_rows, heads, len(ATTN_METRICS)), np.nan, dtype=np.float32)
-        for stats, layers, row0 in self._done:  # stats (R, L, Tq, H, M)
+        for stats, slots, row0 in self._done:  # stats (R, L', Tq, H, M)
             tq = stats.shape[2]
             for r, first in enumerate(row0):
-                table[list(layers), first:first + tq] = stats[r]
+                idx, layers = zip(*slots[r]) if slots[r] else ((), ())
+                table[list(layers), first:first + tq] = stats[r, list(idx)]
         out = {}
         for layer in range(self.num_layers):
             for m, name in enumerate(ATTN_METRICS):

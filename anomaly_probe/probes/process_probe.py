@@ -3,8 +3,8 @@
 Cheap readings are taken every forward: RSS (``/proc/self/statm`` via psutil), peak RSS and major
 page faults (one ``getrusage`` call), device memory (allocator counters, no synchronisation) and the
 step time the engine measured. System-wide readings (available memory, swap used, swap in/out) read
-``/proc/meminfo`` and ``/proc/vmstat`` (~0.1 ms): they are sampled at most every ``system_every_s``
-seconds and forward-filled; ``process.sampled`` marks the rows where they were fresh.
+``/proc/meminfo`` and ``/proc/vmstat`` (~0.5 ms): they are sampled at most once every
+``system_every_s`` (1 s) and forward-filled; ``process.sampled`` marks the rows where they were fresh.
 
 Unavailable values are -1: device memory on the CPU, major faults and swap counters on platforms
 that do not expose them (Windows has no swap in/out counters; psutil reports 0 there).
@@ -64,7 +64,7 @@ class ProcessProbe:
         Least time between two system-wide samples (available memory, swap).
     """
 
-    def __init__(self, device: torch.device, system_every_s: float = 0.2) -> None:
+    def __init__(self, device: torch.device, system_every_s: float = 1.0) -> None:
         self.device = device
         self.system_every_s = system_every_s
         self._proc = psutil.Process()

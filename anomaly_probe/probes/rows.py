@@ -33,6 +33,11 @@ def query_reach(info: StepInfo) -> tuple[np.ndarray, np.ndarray]:
     """
     q_abs, k_abs = info.q_abs.cpu().long(), info.k_abs.cpu().long()
     q_pos = info.q_pos.cpu().long()
+    if q_abs.numel() == 1 and info.visible is None and info.k_pos is not None:  # one query (stepwise)
+        vis = k_abs <= q_abs
+        n = int(vis.sum())
+        dist = int(q_pos[0] - info.k_pos.cpu().long()[vis].min()) if n else -1
+        return np.array([n], dtype=np.int64), np.array([dist], dtype=np.int64)
     if info.visible is None and info.k_pos is not None:  # O(Tk log Tk): no (Tq, Tk) map
         order = torch.argsort(k_abs)
         n_keys = torch.searchsorted(k_abs[order].contiguous(), q_abs, right=True)  # (Tq,)

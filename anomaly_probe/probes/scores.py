@@ -41,6 +41,33 @@ def scaled_scores(query: torch.Tensor, key: torch.Tensor, scaling: float,
     return s
 
 
+def scores_into(out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, scaling: float,
+                softcap: float | None = None, bias: torch.Tensor | None = None) -> None:
+    """Write :func:`scaled_scores` (plus ``bias``) into a preallocated view, without a temporary.
+
+    Parameters
+    ----------
+    out : torch.Tensor
+        float32 view of shape (H, Tq, Tk) whose last dim is contiguous (a row of a
+        :class:`~anomaly_probe.probes.stat_batch.StatBatch`).
+    query, key, scaling, softcap
+        As in :func:`scaled_scores`, batch size 1.
+    bias : torch.Tensor, optional
+        Additive scores broadcastable to (1, H, Tq, Tk).
+    """
+    _, H, Tq, D = query.shape
+    Hkv, Tk = key.shape[1], key.shape[2]
+    g = H // Hkv
+    if query.dtype != torch.float32:  # (the model's own dtype needs no conversion call)
+        query, key = query.float(), key.float()
+    q = (query * scaling).reshape(Hkv, g * Tq, D)  # a view for one query
+    torch.matmul(q, key.reshape(Hkv, Tk, D).transpose(1, 2), out=out.view(Hkv, g * Tq, Tk))  # (Hkv, g*Tq, Tk)
+    if softcap is not None:
+        out.copy_(torch.tanh(out / softcap) * softcap)
+    if bias is not None:
+        out.add_(bias[0])
+
+
 def scores_in_chunks(query: torch.Tensor, key: torch.Tensor, scaling: float, softcap: float | None = None,
                      max_elements: int = CHUNK_ELEMENTS) -> Iterator[tuple[int, torch.Tensor]]:
     """:func:`scaled_scores` of consecutive query chunks of at most ``max_elements`` scores.

@@ -79,7 +79,7 @@ class ProbeSession:
     def after_forward(self, info: StepInfo, cache, seconds: float) -> None:
         """Engine callback after every forward (see :class:`~anomaly_probe.engines.step_context.StepObserver`)."""
         self._forwards += 1
-        with single_thread(self.device):
+        with single_thread(self.device), torch.no_grad():
             row0, n_rows = self.rows.register(info), int(info.q_abs.numel())
             if self.attention is not None:
                 self.attention.end_forward()
@@ -97,7 +97,7 @@ class ProbeSession:
         """Columnar trace (docs/FORMATS.md, "Trace"): name -> array with S rows."""
         n = self.rows.n
         out = self.rows.columns()
-        with single_thread(self.device):
+        with single_thread(self.device), torch.no_grad():
             for probe in (self.attention, self.cache, self.process):
                 if probe is not None:
                     out.update(probe.columns(n))

@@ -16,15 +16,16 @@ from anomaly_probe.probes.attention_stats import fused_stats
 
 BATCH_ELEMENTS = 1 << 18  # float32 logits per batch (1 MiB): the reduction's passes stay in cache
 MAX_ROWS = 64  # forwards per batch
+MIN_ROWS = 8  # fewer would not repay the padding and masking passes
 
 
 class StatBatch:
-    """A buffer of forwards with equal layers, heads and query count.
+    """A buffer of forwards with equal heads and query count; one slot per layer.
 
     Parameters
     ----------
-    layers : tuple of int
-        Layer indices of the rows' first axis, in order.
+    num_layers : int
+        Layers of the model: slot ``L`` of a row holds layer ``L``'s scores.
     heads : int
         Attention heads per layer.
     n_queries : int
@@ -35,39 +36,40 @@ class StatBatch:
         Where the logits live.
     """
 
-    def __init__(self, layers: tuple[int, ...], heads: int, n_queries: int, n_keys: int,
-                 device: torch.device) -> None:
-        self.layers, self.heads, self.n_queries, self.device = layers, heads, n_queries, device
+    def __init__(self, num_layers: int, heads: int, n_queries: int, n_keys: int, device: torch.device) -> None:
+        self.num_layers, self.heads, self.n_queries, self.device = num_layers, heads, n_queries, device
         self.key_cap = n_keys + max(16, n_keys // 8)  # room for a growing cache
-        per_row = len(layers) * heads * n_queries * self.key_cap
-        self.capacity = max(1, min(MAX_ROWS, BATCH_ELEMENTS // per_row))
-        if self.capacity == 1:  # one forward fills the batch: no padding
-            self.key_cap = n_keys
+        per_row = num_layers * heads * n_queries * self.key_cap
+        self.capacity = min(MAX_ROWS, BATCH_ELEMENTS // per_row)
+        if self.capacity < MIN_ROWS:  # batching would save little: one forward, no padding, no mask
+            self.capacity, self.key_cap = 1, n_keys
         self.masked = False  # whether any row has hidden keys (a mask, or padding)
         rows = self.capacity
-        self.x = torch.empty((rows, len(layers) * heads, n_queries, self.key_cap), dtype=torch.float32, device=device)
+        self.x = torch.empty((rows, num_layers * heads, n_queries, self.key_cap), dtype=torch.float32, device=device)
         self.visible = torch.zeros((rows, 1, n_queries, self.key_cap), dtype=torch.bool, device=device)
         self.key_w = torch.zeros((rows, self.key_cap, 3), dtype=torch.float32, device=device)
         self.q_off = torch.zeros((rows, n_queries), dtype=torch.float32, device=device)
         self.row0: list[int] = []  # first trace row of each forward
+        self.written: list[list[int]] = []  # layers whose slot each row filled
+        self._views: list[torch.Tensor] = []  # per row: (L, H, Tq, Tk) view of x
 
     @staticmethod
     def batchable(visible: torch.Tensor | None) -> bool:
         """Whether a forward's mask is shared by all layers and heads (a (Tq, Tk) pattern)."""
         return visible is None or all(d == 1 for d in visible.shape[:-2])
 
-    def fits(self, layers: tuple[int, ...], heads: int, n_queries: int, n_keys: int, device: torch.device) -> bool:
-        return (len(self.row0) < self.capacity and n_keys <= self.key_cap and layers == self.layers
-                and heads == self.heads and n_queries == self.n_queries and device == self.device)
+    def fits(self, heads: int, n_queries: int, n_keys: int, device: torch.device) -> bool:
+        return (len(self.row0) < self.capacity and n_keys <= self.key_cap and heads == self.heads
+                and n_queries == self.n_queries and device == self.device)
 
-    def add(self, scores: list[torch.Tensor], visible: torch.Tensor | None, key_w: torch.Tensor,
-            q_off: torch.Tensor, row0: int) -> None:
-        """Append one forward.
+    def open(self, n_keys: int, visible: torch.Tensor | None, key_w: torch.Tensor, q_off: torch.Tensor,
+             row0: int) -> int:
+        """Start row ``r`` for one forward; fill its layers' scores through :meth:`slot`.
 
         Parameters
         ----------
-        scores : list of torch.Tensor
-            One (1, heads, Tq, Tk) tensor per layer of ``self.layers``, in order, any float dtype.
+        n_keys : int
+            Keys of this forward (Tk <= ``key_cap``).
         visible : torch.Tensor or None
             Boolean, shape (1, ..., Tq, Tk) with singleton leading dims, or ``None`` for all keys.
         key_w, q_off : torch.Tensor
@@ -75,22 +77,32 @@ class StatBatch:
         row0 : int
             First trace row of the forward's queries.
         """
-        r, tk, h = len(self.row0), scores[0].shape[-1], self.heads
-        for i, s in enumerate(scores):  # keys beyond tk stay hidden
-            self.x[r, i * h:(i + 1) * h, :, :tk].copy_(s[0])
+        r, tk = len(self.row0), n_keys
         if visible is None:
             self.visible[r, 0, :, :tk] = True
         else:
             self.visible[r, 0, :, :tk] = visible.reshape(self.n_queries, tk)
-        self.masked = self.masked or visible is not None or tk < self.key_cap
+        self.masked = self.masked or visible is not None or tk < self.key_cap  # keys beyond tk stay hidden
         self.key_w[r, :tk].copy_(key_w)
         self.q_off[r].copy_(q_off)
         self.row0.append(row0)
+        self.written.append([])
+        self._views.append(self.x[r, :, :, :tk].unflatten(0, (self.num_layers, self.heads)))  # (L, H, Tq, tk)
+        return r
 
-    def reduce(self) -> torch.Tensor:
-        """Statistics of every forward added, shape (rows, layers, Tq, heads, M)."""
-        n = len(self.row0)
+    def slot(self, r: int, layer: int) -> torch.Tensor:
+        """Where row ``r`` keeps ``layer``'s scores: a float32 view of shape (heads, Tq, Tk of the row)."""
+        self.written[r].append(layer)
+        return self._views[r][layer]
+
+    def reduce(self) -> tuple[torch.Tensor, list[list[int]], list[int]]:
+        """Statistics of every row: (rows, layers, Tq, heads, M), each row's layers, each row's first trace row."""
+        n, h = len(self.row0), self.heads
+        for r, layers in enumerate(self.written):
+            if len(layers) < self.num_layers:  # a layer that recorded nothing: harmless zeros, dropped later
+                for layer in set(range(self.num_layers)) - set(layers):
+                    self.x[r, layer * h:(layer + 1) * h].zero_()
         visible = self.visible[:n] if self.masked else None
         stats = fused_stats(self.x[:n], visible, self.key_w[:n], self.q_off[:n])  # (n, L*H, Tq, M)
-        stats = stats.view(n, len(self.layers), self.heads, self.n_queries, -1)
-        return stats.transpose(2, 3)  # (n, L, Tq, H, M)
+        stats = stats.view(n, self.num_layers, h, self.n_queries, -1).transpose(2, 3)  # (n, L, Tq, H, M)
+        return stats, self.written, self.row0
