@@ -293,12 +293,26 @@ def smol_sample(smol_ids):
     StreamingLLM(sink_size=4, recent_size=44, position_mode="in-cache"),
     StreamingLLM(sink_size=4, recent_size=44, position_mode="absolute"),
     StreamingLLM(sink_size=4, recent_size=44, position_mode="naive"),
-    WindowCache(recent_size=40, position_mode="in-cache"),
 ], ids=lambda m: m.label())
 def test_parallel_equals_stepwise_smollm2(smollm2, smol_sample, method):
     """480 tokens, cache 48 (GQA 9/3 heads): the window slides ~9 times; chunk 100 does not divide 479."""
     ref = score_stepwise(smollm2.model, smol_sample, method)
     _assert_same(ref, score_parallel(smollm2.model, smol_sample, method, chunk_size=100, block_size=32))
+
+
+@pytest.mark.slow
+def test_window_smollm2_within_the_reference_noise(smollm2, smol_sample):
+    """Without sinks SmolLM2 is ill-conditioned: the stepwise engine disagrees with *itself* by ~3e-4
+    nats between in-cache and absolute positions, which are mathematically identical for a window (only
+    distances matter). The parallel engine must stay within that floor (and 1e-4 where the floor is lower)."""
+    model = smollm2.model
+    in_cache = WindowCache(recent_size=40, position_mode="in-cache")
+    ref = score_stepwise(model, smol_sample, in_cache)
+    floor = np.max(np.abs(ref.nll - score_stepwise(model, smol_sample, dataclasses.replace(
+        in_cache, position_mode="absolute")).nll))
+    got = score_parallel(model, smol_sample, in_cache, chunk_size=100, block_size=32)
+    assert np.max(np.abs(ref.nll - got.nll)) <= max(TOL, 2 * floor)
+    assert np.array_equal(ref.query_pos, got.query_pos) and np.array_equal(ref.n_keys, got.n_keys)
 
 
 @pytest.mark.slow

@@ -3,8 +3,11 @@
 :func:`recording_attention` registers a recording attention function and the *wrapped*
 implementation's mask function under our own name, switches the model to it, sets
 :data:`~anomaly_probe.engines.step_context.ATTENTION_RECORDER`, and undoes all three in ``finally``.
-The recording function returns exactly what the previous implementation returns; on the side it
-recomputes the scaled scores in float32, in query chunks, and hands them to the recorder.
+The recording function returns exactly what the previous implementation returns (it calls it
+first, with the same arguments). On the side, for a recorder that offers ``record_qk`` (our
+:class:`~anomaly_probe.probes.attention_probe.AttentionProbe`), it hands over the layer's query and
+key of a small forward; otherwise, or for a large forward, it recomputes the scaled scores in
+float32 in query chunks and calls the recorder with each chunk (the ``ATTENTION_RECORDER`` contract).
 """
 
 from __future__ import annotations
