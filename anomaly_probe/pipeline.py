@@ -14,7 +14,7 @@ def run_pipeline(session: Session, settings: ExperimentSettings | None = None,
     Everything lands in ``session`` (and ``results.json`` after every unit): runs, comparisons,
     verdicts ranked by explained share, the headline, thresholds and experiment settings.
     """
-    from anomaly_probe.hypotheses.runner import headline, judge, plan, rank
+    from anomaly_probe.hypotheses.runner import headline, judge, plan, rank, regions
 
     settings = settings or ExperimentSettings(stepwise_tokens=session.config.stepwise_tokens)
     names = [h for h in session.config.hypotheses if h != "none"]
@@ -28,6 +28,8 @@ def run_pipeline(session: Session, settings: ExperimentSettings | None = None,
         session.compute_comparisons()
         verdicts = rank(errors + judge(session, roles, thresholds, failed))
         session.verdicts = [v.to_dict() for v in verdicts]
+        session.extra["analysis_regions"] = [r.to_dict() for r in regions(
+            session, session.config.max_tokens, thresholds).values()]
         try:
             session.headline = headline(session, verdicts, thresholds)
         except KeyError:  # a baseline or method run failed: no gap to describe

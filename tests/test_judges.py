@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from anomaly_probe.hypotheses import ALL, JudgeInput
+from anomaly_probe.hypotheses.region import AnalysisRegion
 from anomaly_probe.methods import FullCache, StreamingLLM
 from anomaly_probe.stats.thresholds import Thresholds
 
@@ -196,7 +197,25 @@ def test_statistics_use_only_positions_past_the_trained_context():
     whole = ALL["position"].judge(data)
     assert whole.explained_share is None or whole.status != "supported"
     data.analysis_start = 2000
+    data.analysis_region = AnalysisRegion(2000, "trained-context", data.max_tokens, 2000)
     past = ALL["position"].judge(data)
     assert past.status == "supported", past.message
     assert "past the trained context" in past.message
     assert past.n["tokens"] == S * (N - 2000)
+
+
+def test_causes_rank_before_method_side_checks():
+    """Dropping the sinks wrecks the method (share >> 1), but that is what the method needs, not why the
+    baseline fails: position (an intervention on the baseline) ranks first."""
+    from anomaly_probe.hypotheses.runner import rank
+    from anomaly_probe.verdict import Verdict
+
+    vs = [Verdict("sinks", "supported", explained_share=5.0, ci_low=4.0, ci_high=6.0, max_tokens=12000),
+          Verdict("handling", "supported", explained_share=2.0, ci_low=1.5, ci_high=2.5, max_tokens=12000),
+          Verdict("numerics", "refuted", explained_share=0.0, ci_low=-0.01, ci_high=0.01, max_tokens=12000),
+          Verdict("position", "supported", explained_share=1.2, ci_low=1.0, ci_high=1.4, max_tokens=12000),
+          Verdict("position", "refuted", explained_share=0.0, ci_low=0.0, ci_high=0.0, max_tokens=4000)]
+    order = [(v.hypothesis, v.max_tokens) for v in rank(vs)]
+    assert order == [("position", 12000), ("numerics", 12000), ("sinks", 12000), ("handling", 12000),
+                     ("position", 4000)]
+    assert {h.name for h in ALL.values() if h.acts_on == "method"} == {"handling", "sinks"}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from anomaly_probe.hypotheses.region import AnalysisRegion
 from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.stats.thresholds import Thresholds
 from anomaly_probe.verdict import Verdict
@@ -76,11 +77,11 @@ class JudgeInput:
     runs : dict
         ``runs[role]`` is a list (one per sample) of run records (results.json ``runs`` entries).
     analysis_start : int
-        First per-token entry the statistics use. When the samples extend past the trained context
-        this is the trained context (entry i scores position i + 1, so the analysis covers positions
-        past it): that is where a dense baseline leaves its trained positions and where the seed's
-        anomaly appears. The region is fixed before looking at the data (no post-hoc selection).
-        Otherwise 0: all tokens. See :func:`analysis_start`.
+        First per-token entry the statistics use, from :func:`~anomaly_probe.hypotheses.region.find_region`
+        (past the trained context when the samples reach past it, moved forward to a significant rise
+        of the gap when there is one); 0 means all tokens. The same for every judge of one length.
+    analysis_region : AnalysisRegion or None
+        How that start was chosen (for messages); None means "all scored tokens".
     """
 
     hypothesis: str
@@ -94,6 +95,7 @@ class JudgeInput:
     thresholds: Thresholds = field(default_factory=Thresholds)
     environment: dict = field(default_factory=dict)
     analysis_start: int = 0
+    analysis_region: AnalysisRegion | None = None
 
     def paired(self, *roles: str, whole: bool = False) -> list[np.ndarray]:
         """Per sample, the roles' NLL stacked as columns, cut to a common length: (T, len(roles)).
@@ -114,21 +116,26 @@ class JudgeInput:
 
     def region_text(self) -> str:
         """Where the statistics were computed, for messages."""
+        if self.analysis_region is not None:
+            return self.analysis_region.text()
         if self.analysis_start == 0:
             return "all scored tokens"
-        return f"positions {self.analysis_start + 1}-{self.max_tokens - 1} (past the trained context {self.trained_context})"
-
-
-def analysis_start(max_tokens: int, trained_context: int) -> int:
-    """Entries scoring positions past the trained context if the sample reaches past it, else 0."""
-    return trained_context if max_tokens - 1 > trained_context else 0
+        return f"positions {self.analysis_start + 1}-{self.max_tokens - 1}"
 
 
 class Hypothesis:
-    """Base class. Subclasses set ``name`` and ``title`` and implement ``roles`` and ``judge``."""
+    """Base class. Subclasses set ``name`` and ``title`` and implement ``roles`` and ``judge``.
+
+    ``acts_on`` says where the intervention is applied. ``"baseline"`` (the default): it changes the
+    full cache, so its share says how much of the anomaly the baseline's own failure mode explains (the
+    design's definition of a cause). ``"method"``: it changes the compressed cache (position handling,
+    sinks), so its share says how much of the method's advantage depends on that ingredient. Causes
+    are ranked before method-side checks.
+    """
 
     name: str = ""
     title: str = ""
+    acts_on: str = "baseline"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         """Runs needed besides ``baseline`` and ``method`` (which every hypothesis gets)."""

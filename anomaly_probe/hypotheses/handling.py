@@ -25,6 +25,7 @@ def alternative_mode(mode: str) -> str:
 class Handling(Hypothesis):
     name = "handling"
     title = "position handling of the compressed cache"
+    acts_on = "method"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         if ctx.method.capacity is None or not hasattr(ctx.method, "position_mode"):

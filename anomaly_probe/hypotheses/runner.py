@@ -6,7 +6,7 @@ import math
 import traceback
 
 from anomaly_probe.hypotheses import ALL, ExperimentSettings, JudgeInput, PlanContext
-from anomaly_probe.hypotheses.base import analysis_start
+from anomaly_probe.hypotheses.region import AnalysisRegion, find_region
 from anomaly_probe.hypotheses.share import gap_stats
 from anomaly_probe.stats.thresholds import Thresholds
 from anomaly_probe.units import Unit
@@ -58,6 +58,36 @@ def _full():
     return FullCache()
 
 
+def _gaps(session, L: int) -> list:
+    """Per sample, the finite per-token gap NLL(baseline) - NLL(method) over all scored entries."""
+    from anomaly_probe.finite_prefix import common_cut
+
+    out = []
+    for s in range(session.config.num_samples):
+        b = session.arrays[session.unit(L, s, _full(), session.config.engine).key]["nll"]
+        m = session.arrays[session.unit(L, s, session.method, session.config.engine).key]["nll"]
+        n = common_cut([b, m])  # the same non-finite rule as the comparisons and verdicts
+        out.append((b - m)[:n])
+    return out
+
+
+def regions(session, lengths, thresholds: Thresholds, strict: bool = False) -> dict[int, AnalysisRegion]:
+    """The analysis region of every length whose baseline and method runs finished (see ``region.py``).
+
+    With ``strict``, a missing baseline or method run raises KeyError instead of skipping the length.
+    """
+    out = {}
+    for L in lengths:
+        try:
+            gaps = _gaps(session, L)
+        except KeyError:  # a baseline or method run did not finish
+            if strict:
+                raise
+            continue
+        out[L] = find_region(gaps, L, session.loaded.trained_context, thresholds)
+    return out
+
+
 def _error(name: str, L: int, exc: BaseException) -> Verdict:
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     loc = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
@@ -77,6 +107,7 @@ def judge(session, roles: dict, thresholds: Thresholds, failed: dict[str, str] |
     failed = failed or {}
     verdicts = []
     by_key = {r["key"]: r for r in session.runs}
+    where = regions(session, sorted({L for _, L in roles}), thresholds)
     for (name, L), table in roles.items():
         missing = [u.key for us in table.values() for u in us if u.key not in session.arrays]
         if missing:
@@ -91,7 +122,7 @@ def judge(session, roles: dict, thresholds: Thresholds, failed: dict[str, str] |
             correct={role: [session.arrays[u.key]["correct"] for u in us] for role, us in table.items()},
             runs={role: [by_key[u.key] for u in us] for role, us in table.items()},
             thresholds=thresholds, environment=session.environment,
-            analysis_start=analysis_start(L, session.loaded.trained_context),
+            analysis_start=where[L].start if L in where else 0, analysis_region=where.get(L),
         )
         notes, summary, too_short = cut_judge_input(data)
         try:
@@ -110,30 +141,25 @@ def judge(session, roles: dict, thresholds: Thresholds, failed: dict[str, str] |
 
 
 def rank(verdicts: list[Verdict]) -> list[Verdict]:
-    """Longest length first; within a length by explained share, highest first (None last)."""
+    """Longest length first; within a length causes (interventions on the baseline) before method-side
+    checks (``Hypothesis.acts_on``), each by explained share, highest first (None last)."""
     def key(v: Verdict):
         share = v.explained_share if v.explained_share is not None and math.isfinite(v.explained_share) else -math.inf
-        return (-(v.max_tokens or 0), -share, v.hypothesis)
+        side = 1 if v.hypothesis in ALL and ALL[v.hypothesis].acts_on == "method" else 0
+        return (-(v.max_tokens or 0), side, -share, v.hypothesis)
 
     return sorted(verdicts, key=key)
 
 
 def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
     """One sentence a researcher can paste into a paper."""
-    from anomaly_probe.finite_prefix import common_cut
-
     if not verdicts:
         return ""
     lengths = sorted({v.max_tokens for v in verdicts if v.max_tokens}, reverse=True)
+    where = regions(session, lengths, thresholds, strict=True)
     gaps = {}
-    for L in lengths:
-        gap = []
-        for s in range(session.config.num_samples):
-            b = session.arrays[session.unit(L, s, _full(), session.config.engine).key]["nll"]
-            m = session.arrays[session.unit(L, s, session.method, session.config.engine).key]["nll"]
-            a = analysis_start(L, session.loaded.trained_context)
-            n = common_cut([b, m])  # the same non-finite rule as the comparisons and verdicts
-            gap.append((b - m)[a:n])
+    for L in where:
+        gap = [g[where[L].start:] for g in _gaps(session, L)]
         if sum(g.size for g in gap):
             gaps[L] = gap_stats(gap, thresholds)
     lengths = [L for L in lengths if L in gaps]
@@ -151,16 +177,27 @@ def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
         else:
             parts.append(f"{v.hypothesis} {v.status}")
     method = session.method.label()
-    tc = session.loaded.trained_context
-    where = f" past the trained context ({tc})" if analysis_start(L, tc) else ""
+    region = where[L]
+    on = "" if region.basis == "all" else f" on {region.text()}"
     if not g["anomaly"]:
-        return (f"At {L} tokens{where} {method} does not beat the full cache beyond noise (gap {g['mean']:+.3f} "
-                f"nats/token, 95% CI {g['ci_low']:+.3f}..{g['ci_high']:+.3f}); " + "; ".join(parts) + ".")
-    top = next((v for v in at_L if v.status == "supported"), None)
-    lead = (f"At {L} tokens{where} {method} beats the full cache by {g['mean']:.3f} nats/token (95% CI {g['ci_low']:.3f}.."
+        return (f"At {L} tokens{on} {method} does not beat the full cache beyond noise (gap {g['mean']:+.3f} "
+                f"nats/token, 95% CI {g['ci_low']:+.3f}..{g['ci_high']:+.3f}); " + _listing(parts, at_L) + ".")
+    top = next((v for v in at_L if v.status == "supported" and ALL[v.hypothesis].acts_on == "baseline"), None)
+    lead = (f"At {L} tokens{on} {method} beats the full cache by {g['mean']:.3f} nats/token (95% CI {g['ci_low']:.3f}.."
             f"{g['ci_high']:.3f}); ")
     if top is None:
-        return lead + "no tested cause explains it: " + "; ".join(parts) + "."
-    rest = [p for p, v in zip(parts, at_L) if v is not top]
+        return lead + "no tested cause explains it: " + _listing(parts, at_L) + "."
+    keep = [i for i, v in enumerate(at_L) if v is not top]
     return (lead + f"the gap is explained by {ALL[top.hypothesis].title} (share {top.explained_share:.2f}, "
-            f"95% CI {top.ci_low:.2f}-{top.ci_high:.2f}); " + "; ".join(rest) + ".")
+            f"95% CI {top.ci_low:.2f}-{top.ci_high:.2f}); " + _listing([parts[i] for i in keep], [at_L[i] for i in keep]) + ".")
+
+
+def _listing(parts: list[str], verdicts: list[Verdict]) -> str:
+    """Causes joined by "; ", then the method-side checks after "method-side checks: "."""
+    side = [ALL[v.hypothesis].acts_on if v.hypothesis in ALL else "baseline" for v in verdicts]
+    causes = [p for p, s in zip(parts, side) if s != "method"]
+    checks = [p for p, s in zip(parts, side) if s == "method"]
+    out = "; ".join(causes)
+    if checks:
+        out += ("; " if out else "") + "method-side checks: " + ", ".join(checks)
+    return out

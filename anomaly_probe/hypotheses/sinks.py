@@ -18,6 +18,7 @@ from anomaly_probe.verdict import Verdict
 class Sinks(Hypothesis):
     name = "sinks"
     title = "attention sinks"
+    acts_on = "method"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         m = ctx.method

@@ -38,6 +38,11 @@ class Thresholds:
         Imported logs: a per-token latency block this many times the early blocks' median is a swap signature.
     memory_corr_min : float
         Imported logs: Spearman correlation of the gap with memory (per block) needed to call them related.
+    region_alpha : float
+        The analysis region moves its start forward to the gap's changepoint only when the rise there is
+        significant at this level (block-permutation test of the split's explained variance).
+    region_permutations : int
+        Permutations for that test.
     """
 
     support_share: float = 0.5
@@ -52,6 +57,8 @@ class Thresholds:
     changepoint_tolerance: float = 0.25
     latency_jump_factor: float = 3.0
     memory_corr_min: float = 0.5
+    region_alpha: float = 0.01
+    region_permutations: int = 999
 
     def tolerance(self, dtype: str) -> float:
         return dict(self.tolerance_nats).get(dtype, 1e-4)
