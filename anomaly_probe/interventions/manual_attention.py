@@ -47,6 +47,19 @@ def _visible(attention_mask, B, Tq, Tk, device) -> torch.Tensor:
     return attention_mask > torch.finfo(attention_mask.dtype).min / 2  # additive float mask
 
 
+def _key_span(visible: torch.Tensor) -> tuple[int, int]:
+    """First and one-past-last key column visible to any query of ``visible`` (..., c, Tk).
+
+    Dropping columns that are masked for every query is exact: their weight is exp(-inf) = 0 and they
+    add exactly nothing to the softmax sum. For a causal chunk this skips the keys after its last query
+    (about half the work of a full-sequence forward).
+    """
+    cols = visible.reshape(-1, visible.shape[-1]).any(dim=0).nonzero()
+    if cols.numel() == 0:
+        return 0, visible.shape[-1]
+    return int(cols[0]), int(cols[-1]) + 1
+
+
 def _round(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return x if dtype is None else x.to(dtype).to(x.dtype)
 
@@ -67,15 +80,16 @@ def make_attention(recipe: AttentionRecipe):
         out = torch.empty(B, H, Tq, v.shape[-1], dtype=cd, device=query.device)
         for lo in range(0, Tq, QUERY_CHUNK):
             hi = min(lo + QUERY_CHUNK, Tq)
+            a, b = _key_span(visible[..., lo:hi, :])  # keys outside [a, b) are invisible to every query here
             q = _round(query[:, :, lo:hi].to(cd), recipe.round_to)
-            logits = _round(q @ k.transpose(-1, -2) * scale, recipe.round_to)  # (B, H, c, Tk)
-            logits = logits.masked_fill(~visible[..., lo:hi, :], float("-inf"))
-            if recipe.topk is not None and recipe.topk < Tk:
+            logits = _round(q @ k[:, :, a:b].transpose(-1, -2) * scale, recipe.round_to)  # (B, H, c, b - a)
+            logits = logits.masked_fill(~visible[..., lo:hi, a:b], float("-inf"))
+            if recipe.topk is not None and recipe.topk < b - a:
                 kth = logits.topk(recipe.topk, dim=-1).values[..., -1:]  # (B, H, c, 1)
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             weights = torch.softmax(logits, dim=-1)
             weights = _round(weights, recipe.round_to)
-            out[:, :, lo:hi] = weights @ v
+            out[:, :, lo:hi] = weights @ v[:, :, a:b]
         return out.to(query.dtype).transpose(1, 2).contiguous(), None  # (B, Tq, H, D)
 
     return attention
