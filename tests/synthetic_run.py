@@ -19,7 +19,7 @@ NUM_LAYERS = 3
 NUM_HEADS = 4
 METHOD = "streaming_llm(4+60, in-cache)"
 HEADLINE = ("The baseline's excess NLL beyond 256 tokens is explained by position extrapolation "
-            "(share 0.97, 95% CI 0.93-1.00); numerics refuted (0.00, -0.01-0.01).")
+            "(share 0.97, 95% CI 0.93..1.00); numerics refuted (0.00 [-0.01, 0.01]).")
 
 
 def _nll(kind: str, L: int, rng: np.random.Generator) -> np.ndarray:

@@ -173,7 +173,7 @@ def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
     parts = []
     for v in at_L:
         if v.explained_share is not None and math.isfinite(v.explained_share):
-            parts.append(f"{v.hypothesis} {v.status} ({v.explained_share:.2f}, {v.ci_low:.2f}-{v.ci_high:.2f})")
+            parts.append(f"{v.hypothesis} {v.status} ({v.explained_share:.2f} [{v.ci_low:.2f}, {v.ci_high:.2f}])")
         else:
             parts.append(f"{v.hypothesis} {v.status}")
     method = session.method.label()
@@ -189,7 +189,7 @@ def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
         return lead + "no tested cause explains it: " + _listing(parts, at_L) + "."
     keep = [i for i, v in enumerate(at_L) if v is not top]
     return (lead + f"the gap is explained by {ALL[top.hypothesis].title} (share {top.explained_share:.2f}, "
-            f"95% CI {top.ci_low:.2f}-{top.ci_high:.2f}); " + _listing([parts[i] for i in keep], [at_L[i] for i in keep]) + ".")
+            f"95% CI {top.ci_low:.2f}..{top.ci_high:.2f}); " + _listing([parts[i] for i in keep], [at_L[i] for i in keep]) + ".")
 
 
 def _listing(parts: list[str], verdicts: list[Verdict]) -> str:
