@@ -65,3 +65,14 @@ def test_key_span_keeps_every_visible_column():
 def test_unknown_intervention_is_a_user_error():
     with pytest.raises(UserError):
         validate_intervention("topk-")
+
+
+def test_first_partial_column():
+    from anomaly_probe.interventions.manual_attention import _first_partial_column
+
+    vis = torch.ones(1, 1, 3, 8, dtype=torch.bool)
+    assert _first_partial_column(vis) == 8
+    vis[..., 1, 5] = False
+    assert _first_partial_column(vis) == 5
+    causal = torch.ones(4, 10, dtype=torch.bool).tril(6)[None, None]  # the last 4 queries of 10 keys
+    assert _first_partial_column(causal) == 7

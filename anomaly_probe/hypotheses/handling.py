@@ -65,6 +65,13 @@ class Handling(Hypothesis):
             y.append(float(np.exp(m)))
             lo.append(float(np.exp(l)))
             hi.append(float(np.exp(h)))
-        return {"id": "handling-modes", "kind": "bar", "title": f"PPL by position mode ({data.max_tokens} tokens)",
+        return {"id": "handling-modes", "kind": "bar", "title": f"PPL by position mode ({data.max_tokens} tokens; "
+                f"{data.region_text()})", "log_y": _wide(lo, hi),
                 "xlabel": "position mode", "ylabel": "PPL (exp mean NLL)", "categories": cats, "style": "dots",
                 "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi, "color_keys": keys}]}
+
+
+def _wide(lo: list[float], hi: list[float]) -> bool:
+    """Log scale when the bars span more than a factor of 10 (e.g. a broken naive mode)."""
+    finite = [v for v in lo + hi if v is not None and np.isfinite(v) and v > 0]
+    return bool(finite) and max(finite) / min(finite) > 10

@@ -51,18 +51,22 @@ class Position(Hypothesis):
         centers = [float((a + b) / 2) for a, b in zip(edges[:-1], edges[1:])]
         tc = data.trained_context
         vlines = [{"x": tc, "label": f"trained context {tc}"}] if tc <= n else []
+        spans = ([{"x0": data.analysis_start + 1, "x1": n, "label": f"analysis region ({data.region_text()})"}]
+                 if data.analysis_start else [])
         figures = [
             {"id": "position-nll", "kind": "line", "title": f"NLL by position ({data.max_tokens} tokens, "
              f"mean of {len(cols)} sample(s))", "xlabel": "token position", "ylabel": "NLL (nats/token)",
              "x": centers, "vlines": vlines,
              "series": [{"name": "full cache", "y": binned(mean_cols[:, 0], positions, edges), "color_key": "baseline"},
                         {"name": data.method.label(), "y": binned(mean_cols[:, 1], positions, edges), "color_key": "method"},
-                        {"name": "recompute oracle", "y": binned(mean_cols[:, 2], positions, edges), "color_key": "oracle"}]},
+                        {"name": "recompute oracle", "y": binned(mean_cols[:, 2], positions, edges), "color_key": "oracle",
+                         "linestyle": "--"}], "spans": spans},
             {"id": "position-gap", "kind": "line", "title": "Gap (baseline - method) by position",
              "xlabel": "token position", "ylabel": "NLL gap (nats/token)", "x": centers,
              "hlines": [{"y": 0.0, "label": "no gap"}],
              "vlines": vlines + ([{"x": cp_tokens, "label": f"changepoint {cp_tokens}"}] if cp_tokens else []),
-             "series": [{"name": "baseline - method", "y": binned(gap_curve, positions, edges), "color_key": "gap"}]},
+             "series": [{"name": "baseline - method", "y": binned(gap_curve, positions, edges), "color_key": "gap"}],
+             "spans": spans},
         ]
         evidence = {"trained_context": tc, "changepoint_tokens": cp_tokens, "changepoint": cp_tokens, "changepoint_gain": gain,
                     "changepoint_over_trained_context": (cp_tokens / tc) if cp_tokens else None,

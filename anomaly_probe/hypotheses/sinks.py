@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from anomaly_probe.hypotheses.base import Hypothesis, JudgeInput, PlanContext, RoleSpec
+from anomaly_probe.hypotheses.handling import _wide
 from anomaly_probe.hypotheses.share import judge_share
 from anomaly_probe.methods import WindowCache
 from anomaly_probe.stats import make_blocks, mean_ci
@@ -42,7 +43,8 @@ class Sinks(Hypothesis):
             y.append(float(np.exp(mean)))
             lo.append(float(np.exp(l)))
             hi.append(float(np.exp(h)))
-        bars = {"id": "sinks", "kind": "bar", "title": f"PPL with and without sinks ({data.max_tokens} tokens)",
+        bars = {"id": "sinks", "kind": "bar", "title": f"PPL with and without sinks ({data.max_tokens} tokens; "
+                f"{data.region_text()})", "log_y": _wide(lo, hi),
                 "xlabel": "cache", "ylabel": "PPL (exp mean NLL)", "categories": cats, "style": "dots",
                 "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi,
                             "color_keys": ["baseline", "method",

@@ -60,6 +60,17 @@ def _key_span(visible: torch.Tensor) -> tuple[int, int]:
     return int(cols[0]), int(cols[-1]) + 1
 
 
+def _first_partial_column(visible: torch.Tensor) -> int:
+    """Index of the first key column of ``visible`` (..., c, Tk) hidden from some query (Tk if none).
+
+    Columns before it need no masking: in a chunked forward over a long cache that is almost all of
+    them, so the mask is applied to the last few columns only.
+    """
+    full = visible.reshape(-1, visible.shape[-2], visible.shape[-1]).all(dim=-2).all(dim=0)  # (Tk,)
+    bad = (~full).nonzero()
+    return int(bad[0]) if bad.numel() else visible.shape[-1]
+
+
 def _round(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return x if dtype is None else x.to(dtype).to(x.dtype)
 
@@ -80,10 +91,13 @@ def make_attention(recipe: AttentionRecipe):
         out = torch.empty(B, H, Tq, v.shape[-1], dtype=cd, device=query.device)
         for lo in range(0, Tq, QUERY_CHUNK):
             hi = min(lo + QUERY_CHUNK, Tq)
-            a, b = _key_span(visible[..., lo:hi, :])  # keys outside [a, b) are invisible to every query here
+            vis = visible[..., lo:hi, :]
+            a, b = _key_span(vis)  # keys outside [a, b) are invisible to every query here
             q = _round(query[:, :, lo:hi].to(cd), recipe.round_to)
-            logits = _round(q @ k[:, :, a:b].transpose(-1, -2) * scale, recipe.round_to)  # (B, H, c, b - a)
-            logits = logits.masked_fill(~visible[..., lo:hi, a:b], float("-inf"))
+            logits = _round((q * scale) @ k[:, :, a:b].transpose(-1, -2), recipe.round_to)  # (B, H, c, b - a)
+            m = a + _first_partial_column(vis[..., a:b])  # keys [a, m) are visible to every query of the chunk
+            if m < b:
+                logits[..., m - a:].masked_fill_(~vis[..., m:b], float("-inf"))
             if recipe.topk is not None and recipe.topk < b - a:
                 kth = logits.topk(recipe.topk, dim=-1).values[..., -1:]  # (B, H, c, 1)
                 logits = logits.masked_fill(logits < kth, float("-inf"))

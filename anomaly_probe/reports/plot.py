@@ -79,7 +79,8 @@ def _legend_rows(panels: list[dict], width_in: float) -> int:
     labels = set()
     for p in panels:
         labels |= {str(s.get("name", "")) for s in p.get("series") or [] if isinstance(s, dict)}
-        labels |= {str(v.get("label")) for v in (p.get("vlines") or []) + (p.get("hlines") or []) if v.get("label")}
+        labels |= {str(v.get("label")) for v in (p.get("vlines") or []) + (p.get("hlines") or []) + (p.get("spans") or [])
+                   if v.get("label")}
     labels.discard("")
     return math.ceil(len(labels) / _legend_columns(labels, width_in)) if labels else 0
 
@@ -120,6 +121,10 @@ def _draw(fig, ax, spec: dict, colors: dict[str, str], show_xlabel: bool) -> Non
                    path_effects=effects)
     for v in spec.get("hlines") or []:
         ax.axhline(float(v["y"]), color="#888888", linestyle=":", linewidth=1.3, label=v.get("label"))
+    for v in spec.get("spans") or []:  # shaded x ranges, e.g. the analysis region
+        ax.axvspan(float(v["x0"]), float(v["x1"]), color="#999999", alpha=0.13, linewidth=0, label=v.get("label"))
+    if kind in ("line", "scatter") and ax.get_xscale() == "linear":
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)  # 12000, not 1.2 x 1e4
     if spec.get("log_y") and kind != "heatmap":
         ax.set_yscale("log", nonpositive="mask")
         _plain_log_ticks(ax)

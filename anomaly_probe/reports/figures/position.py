@@ -36,11 +36,14 @@ def _position_panels(data: RunData, transform: str) -> list[dict]:
             y = binning.finite_list(c["y"])
             if transform == "ppl":
                 y, lo, hi = (_exp(v) for v in (y, lo, hi))
-            series.append({"name": role_label(data, role), "y": y, "ci_low": lo, "ci_high": hi, "color_key": role})
+            series.append({"name": role_label(data, role), "y": y, "ci_low": lo, "ci_high": hi, "color_key": role,
+                           # the oracle equals the baseline inside the trained context: dashed, on top
+                           "linestyle": "--" if role == "oracle" else "-"})
         n = max(len(s) for s in by_role.values())
         panels.append({"kind": "line", "title": f"{L}-token samples (n = {n} per run)",
                        "x": binning.finite_list(c["x"]), "series": series,
-                       "vlines": trained_context_vline(data, L), "log_y": transform == "ppl"})
+                       "vlines": trained_context_vline(data, L), "log_y": transform == "ppl",
+                       "spans": [r for r in region_spans(data) if r["x1"] == L - 1]})
     return panels
 
 
@@ -96,12 +99,22 @@ def gap_curve(data: RunData, verdicts: list[dict] | None = None) -> list:
     vlines = trained_context_vline(data, x_max) + changepoints(verdicts)
     spec = {"kind": "line", "title": "Gap: baseline NLL minus method NLL, by position",
             "xlabel": POSITION_XLABEL, "ylabel": "NLL gap (nats/token)", "series": series,
-            "vlines": vlines, "hlines": [{"y": 0.0, "label": "no gap"}]}
+            "vlines": vlines, "hlines": [{"y": 0.0, "label": "no gap"}], "spans": region_spans(data)}
     caption = ("Per-token NLL of the baseline minus the method's, on the same tokens; above zero the method "
                "looks better. One line per sample length. " + BAND_NOTE)
     if any("changepoint" in v["label"] for v in vlines):
         caption += " The changepoint is the position verdict's, found from the data."
     return [Figure("gap-by-position", spec, caption)]
+
+
+def region_spans(data: RunData) -> list[dict]:
+    """Shaded analysis regions (``results.json`` ``analysis_regions``) that do not cover every token."""
+    out = []
+    for r in data.listing("analysis_regions"):
+        first, L = r.get("first_position"), r.get("max_tokens")
+        if isinstance(first, int) and isinstance(L, int) and first > 1:
+            out.append({"x0": first, "x1": L - 1, "label": f"analysis region ({L} tokens: {first}-{L - 1})"})
+    return out
 
 
 def changepoints(verdicts: list[dict] | None) -> list[dict]:
