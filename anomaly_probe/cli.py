@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
     g.add_argument("--dtype", default="auto", help=f"auto (float32 on CPU, float16 on GPU), {', '.join(DTYPES)}")
     g.add_argument("--seed", type=_positive_or_any_int, default=0)
-    g.add_argument("--stepwise-tokens", type=_positive_or_any_int, default=2048,
-                   help="eval-bias: the token loop scores this prefix of each sample (0: all; default 2048)")
+    g.add_argument("--stepwise-tokens", type=_positive_or_any_int, default=1024,
+                   help="eval-bias: the token loop scores this prefix of each sample (0: all; default 1024)")
     g.add_argument("--probes", default="none", help="all, none, or NAME,... (attention, cache, process)")
     g.add_argument("--out", default=None, help="run folder (default reports/<time>-<model>)")
     g = run.add_argument_group("interrupted runs")

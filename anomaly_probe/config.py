@@ -33,7 +33,7 @@ class RunConfig:
     out: str | None = None  # None: reports/<timestamp>-<model>
     hypotheses: list[str] = field(default_factory=lambda: ["none"])
     probes: str = "none"
-    stepwise_tokens: int = 2048  # eval-bias token loop: prefix scored per sample (0: whole sample)
+    stepwise_tokens: int = 1024  # eval-bias token loop: prefix scored per sample (0: whole sample)
 
     def to_dict(self) -> dict:
         return asdict(self)

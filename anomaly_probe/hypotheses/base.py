@@ -35,7 +35,7 @@ class ExperimentSettings:
         Recompute oracle stride as a fraction of its window (the trained context).
     """
 
-    stepwise_tokens: int = 2048
+    stepwise_tokens: int = 1024
     ballast_fraction: float = 0.5
     ballast_cap_bytes: int = 8 * 2**30
     recompute_stride_fraction: float = 0.5

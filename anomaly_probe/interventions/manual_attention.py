@@ -99,7 +99,7 @@ def make_attention(recipe: AttentionRecipe):
             if m < b:
                 logits[..., m - a:].masked_fill_(~vis[..., m:b], float("-inf"))
             if recipe.topk is not None and recipe.topk < b - a:
-                kth = logits.topk(recipe.topk, dim=-1).values[..., -1:]  # (B, H, c, 1)
+                kth = logits.topk(recipe.topk, dim=-1, sorted=False).values.amin(-1, keepdim=True)  # (B, H, c, 1)
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             weights = torch.softmax(logits, dim=-1)
             weights = _round(weights, recipe.round_to)
