@@ -63,7 +63,7 @@ STATUS_STYLE = {"supported": "bold green", "refuted": "red", "inconclusive": "ye
 
 def verdicts_table(verdicts: list[dict]) -> Table:
     """Ranked verdicts: status, explained share with its 95% CI, n and the sentence."""
-    table = Table(title="Verdicts (ranked by explained share)", title_justify="left", show_lines=False)
+    table = Table(title="Verdicts (causes ranked by explained share, then method-side checks)", title_justify="left", show_lines=False)
     for col, just in (("tokens", "right"), ("hypothesis", "left"), ("status", "left"), ("share [95% CI]", "right"),
                       ("n tok/blk/smp", "right"), ("message", "left")):
         table.add_column(col, justify=just, overflow="fold", ratio=1 if col == "message" else None,

@@ -34,7 +34,7 @@ STYLE = {
 VLINE_STYLES = (("#333333", "--"), ("#C00000", ":"), ("#777777", "-."), ("#000000", (0, (5, 2, 1, 2))))
 FALLBACK = "#555555"
 LEGEND_ROW_IN = 0.25  # extra height per legend row beyond two
-CHAR_PX = 7.2  # approximate width of one legend character at 10 pt and 100 dpi
+CHAR_PX = 7.6  # width of one legend character at 10 pt and 100 dpi (a little generous)
 INHERITED = ("xlabel", "ylabel", "zlabel", "log_y")
 
 
@@ -70,7 +70,7 @@ def render_png(spec: dict, colors: dict[str, str]) -> bytes:
 
 def _legend_columns(labels, width_in: float) -> int:
     longest = max((len(label) for label in labels), default=1)
-    fits = int(width_in * DPI // (longest * CHAR_PX + 50))  # columns that fit the width
+    fits = int(width_in * DPI // (longest * CHAR_PX + 70))  # columns that fit (text + handle + gap)
     return max(1, min(3, len(labels), fits))
 
 

@@ -88,7 +88,10 @@ def run_label(run: dict) -> str:
     """A run's display name: its label, plus its intervention and prefix where it has them."""
     label = str(run.get("label") or run.get("method") or run.get("key", "?"))
     if not plain(run):
-        label += f" [{run.get('intervention')}]"
+        name = str(run.get("intervention"))
+        if name.startswith("ballast-") and name[8:].isdigit():  # ballast-8589934592 -> ballast 8.0 GiB
+            name = f"ballast {int(name[8:]) / 2**30:.1f} GiB"
+        label += f" [{name}]"
     if isinstance(run.get("prefix"), int):
         label += f" (first {run['prefix']} tokens)"
     return label
