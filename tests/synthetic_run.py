@@ -67,7 +67,7 @@ def _trace(kind: str, L: int, rng: np.random.Generator) -> dict[str, np.ndarray]
         "process.available_bytes": (8 * 2**30 - rss).astype(np.int64),
         "process.swap_used_bytes": np.zeros(S, np.int64), "process.swap_in_bytes": np.zeros(S, np.int64),
         "process.swap_out_bytes": np.zeros(S, np.int64), "process.major_faults": np.zeros(S, np.int64),
-        "process.device_allocated_bytes": np.zeros(S, np.int64), "process.device_reserved_bytes": np.zeros(S, np.int64),
+        "process.device_allocated_bytes": np.full(S, -1, np.int64), "process.device_reserved_bytes": np.full(S, -1, np.int64),
         "process.step_seconds": rng.gamma(4, 0.0005 if kind == "baseline" else 0.001, S),
     })
     return out

@@ -67,6 +67,9 @@ def test_expected_figures_present(report):
                 "underflow", "entropy-heatmap", "memory", "stepwise-vs-batched", "position-oracle-share",
                 "handling-modes", "sinks"}
     assert expected <= ids
+    panels = [p["title"] for p in _figure(report, "memory").spec["panels"]]
+    assert "device memory allocated" not in panels  # the CPU probe's -1 means "unavailable", not -1 bytes
+    assert "process memory (RSS)" in panels
 
 
 def test_one_panel_or_line_per_length(report):

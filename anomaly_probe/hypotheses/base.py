@@ -114,6 +114,12 @@ class JudgeInput:
         """``arrays`` (one per sample) restricted to the analysis region."""
         return [a[self.analysis_start:] for a in arrays]
 
+    def region_short(self) -> str:
+        """``positions a-b`` or ``all tokens``, for figure titles."""
+        if self.analysis_start == 0:
+            return "all tokens"
+        return f"positions {self.analysis_start + 1}-{self.max_tokens - 1}"
+
     def region_text(self) -> str:
         """Where the statistics were computed, for messages."""
         if self.analysis_region is not None:

@@ -65,8 +65,8 @@ class Handling(Hypothesis):
             y.append(float(np.exp(m)))
             lo.append(float(np.exp(l)))
             hi.append(float(np.exp(h)))
-        return {"id": "handling-modes", "kind": "bar", "title": f"PPL by position mode ({data.max_tokens} tokens; "
-                f"{data.region_text()})", "log_y": _wide(lo, hi),
+        return {"id": "handling-modes", "kind": "bar", "title": f"PPL by position mode ({data.max_tokens} tokens, "
+                f"{data.region_short()})", "log_y": _wide(lo, hi),
                 "xlabel": "position mode", "ylabel": "PPL (exp mean NLL)", "categories": cats, "style": "dots",
                 "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi, "color_keys": keys}]}
 

@@ -43,8 +43,8 @@ class Sinks(Hypothesis):
             y.append(float(np.exp(mean)))
             lo.append(float(np.exp(l)))
             hi.append(float(np.exp(h)))
-        bars = {"id": "sinks", "kind": "bar", "title": f"PPL with and without sinks ({data.max_tokens} tokens; "
-                f"{data.region_text()})", "log_y": _wide(lo, hi),
+        bars = {"id": "sinks", "kind": "bar", "title": f"PPL with and without sinks ({data.max_tokens} tokens, "
+                f"{data.region_short()})", "log_y": _wide(lo, hi),
                 "xlabel": "cache", "ylabel": "PPL (exp mean NLL)", "categories": cats, "style": "dots",
                 "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi,
                             "color_keys": ["baseline", "method",

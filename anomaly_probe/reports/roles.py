@@ -93,5 +93,6 @@ def run_label(run: dict) -> str:
             name = f"ballast {int(name[8:]) / 2**30:.1f} GiB"
         label += f" [{name}]"
     if isinstance(run.get("prefix"), int):
-        label += f" (first {run['prefix']} tokens)"
+        engine = f"{run['engine']}, " if isinstance(run.get("engine"), str) else ""
+        label += f" ({engine}first {run['prefix']} tokens)"
     return label

@@ -24,8 +24,8 @@ def memory_over_steps(data: RunData, verdicts: list[dict] | None = None) -> list
     panels, x_max = [], 0
     for name, over_layers, scale, title, unit in PANELS:
         series, top = step_series(data, column(name, over_layers), scale=scale)
-        if not series or all(not any(v for v in s["y"] if v is not None) for s in series):
-            continue  # absent, or all zero (e.g. device memory on CPU)
+        if not series or not any(v is not None and v > 0 for s in series for v in s["y"]):
+            continue  # absent, all zero, or the -1 "unavailable" reading (device memory on a CPU)
         x_max = max(x_max, top)
         panels.append({"kind": "line", "title": title, "ylabel": unit, "series": series})
     if not panels:
