@@ -6,6 +6,14 @@ from anomaly_probe.errors import UserError
 
 HYPOTHESES = ("numerics", "dilution", "memory", "eval-bias", "position", "handling", "sinks")
 HYPOTHESIS_CHOICES = (*HYPOTHESES, "all", "none")
+METHOD_SIDE = ("handling", "sinks")
+"""Hypotheses whose intervention changes the compressed cache, not the baseline: method-side checks,
+ranked after the causes (see ``Hypothesis.acts_on``)."""
+
+
+def acts_on(name: str) -> str:
+    """``"method"`` for a method-side check, else ``"baseline"``."""
+    return "method" if name in METHOD_SIDE else "baseline"
 
 
 def resolve_hypotheses(names: list[str]) -> list[str]:

@@ -33,6 +33,9 @@ class Verdict:
         Named small series for the figures (lists of numbers, <= a few thousand points each).
     max_tokens : int or None
         The sample length the verdict was judged at (a run may hold several lengths).
+    acts_on : str
+        ``"baseline"`` (a cause: the intervention changes the full cache) or ``"method"`` (a
+        method-side check: it changes the compressed cache); derived from the hypothesis name.
     """
 
     hypothesis: str
@@ -47,6 +50,13 @@ class Verdict:
     message: str = ""
     evidence: dict = field(default_factory=dict)
     max_tokens: int | None = None
+    acts_on: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.acts_on:
+            from anomaly_probe.hypotheses_names import acts_on
+
+            self.acts_on = acts_on(self.hypothesis)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -31,6 +31,8 @@ def test_headline_and_sections(report):
     titles = [s.title for s in report.sections]
     assert titles[0] == "Overview" and titles[-1] == "Run details"
     assert titles[1].startswith("position")  # ranked by explained share
+    # method-side checks after every cause (errors included)
+    assert [t.split(":")[0] for t in titles[1:6]] == ["position", "numerics", "eval-bias", "memory", "handling"]
     for h in ("numerics", "dilution", "memory", "eval-bias", "handling", "sinks"):
         assert any(t.startswith(h) for t in titles), h
     assert not report.errors()
@@ -39,13 +41,16 @@ def test_headline_and_sections(report):
 def test_verdict_table_ranked_by_share_one_row_per_length(report):
     table = _table(report, "Verdicts")
     order = list(dict.fromkeys(row[1].text for row in table.rows))
-    assert order == ["position", "handling", "sinks", "numerics", "eval-bias", "memory"]
+    # causes by share, then the method-side checks (handling, sinks) by share
+    assert order[:2] == ["position", "numerics"] and order[-2:] == ["handling", "sinks"]
+    assert set(order) == {"position", "numerics", "eval-bias", "memory", "handling", "sinks"}
     assert [(r[0].text, r[1].text, r[2].text) for r in table.rows[:2]] == [("1", "position", "600"),
                                                                            ("1", "position", "300")]
     position = table.rows[0]
     assert position[3].tag == "supported" and position[4].text == "0.97 [0.93, 1.00]"
     assert position[7].text == "1198 tokens, 18 blocks, 2 samples"
-    assert table.rows[-1][3].tag == "error"
+    assert [r[3].tag for r in table.rows if r[1].text == "memory"] == ["error", "error"]  # last of the causes
+    assert table.rows[-1][1].text == "sinks"
     assert _table(report, "Decision thresholds").rows
 
 

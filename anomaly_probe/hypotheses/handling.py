@@ -25,7 +25,7 @@ def alternative_mode(mode: str) -> str:
 class Handling(Hypothesis):
     name = "handling"
     title = "position handling of the compressed cache"
-    acts_on = "method"
+    acts_on = "method"  # keep in step with hypotheses_names.METHOD_SIDE
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         if ctx.method.capacity is None or not hasattr(ctx.method, "position_mode"):

@@ -145,7 +145,7 @@ def rank(verdicts: list[Verdict]) -> list[Verdict]:
     checks (``Hypothesis.acts_on``), each by explained share, highest first (None last)."""
     def key(v: Verdict):
         share = v.explained_share if v.explained_share is not None and math.isfinite(v.explained_share) else -math.inf
-        side = 1 if v.hypothesis in ALL and ALL[v.hypothesis].acts_on == "method" else 0
+        side = 1 if v.acts_on == "method" else 0
         return (-(v.max_tokens or 0), side, -share, v.hypothesis)
 
     return sorted(verdicts, key=key)
@@ -182,7 +182,7 @@ def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
     if not g["anomaly"]:
         return (f"At {L} tokens{on} {method} does not beat the full cache beyond noise (gap {g['mean']:+.3f} "
                 f"nats/token, 95% CI {g['ci_low']:+.3f}..{g['ci_high']:+.3f}); " + _listing(parts, at_L) + ".")
-    top = next((v for v in at_L if v.status == "supported" and ALL[v.hypothesis].acts_on == "baseline"), None)
+    top = next((v for v in at_L if v.status == "supported" and v.acts_on == "baseline"), None)
     lead = (f"At {L} tokens{on} {method} beats the full cache by {g['mean']:.3f} nats/token (95% CI {g['ci_low']:.3f}.."
             f"{g['ci_high']:.3f}); ")
     if top is None:
@@ -194,7 +194,7 @@ def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
 
 def _listing(parts: list[str], verdicts: list[Verdict]) -> str:
     """Causes joined by "; ", then the method-side checks after "method-side checks: "."""
-    side = [ALL[v.hypothesis].acts_on if v.hypothesis in ALL else "baseline" for v in verdicts]
+    side = [v.acts_on for v in verdicts]
     causes = [p for p, s in zip(parts, side) if s != "method"]
     checks = [p for p, s in zip(parts, side) if s == "method"]
     out = "; ".join(causes)

@@ -19,7 +19,7 @@ from anomaly_probe.verdict import Verdict
 class Sinks(Hypothesis):
     name = "sinks"
     title = "attention sinks"
-    acts_on = "method"
+    acts_on = "method"  # keep in step with hypotheses_names.METHOD_SIDE
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         m = ctx.method

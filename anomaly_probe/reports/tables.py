@@ -13,9 +13,12 @@ STATUS_ORDER = {"supported": 0, "inconclusive": 1, "refuted": 2, "error": 3}
 
 
 def _rank_key(v: dict):
+    from anomaly_probe.hypotheses_names import acts_on
+
+    side = v.get("acts_on") or acts_on(str(v.get("hypothesis")))
     share = v.get("explained_share")
     has = isinstance(share, (int, float)) and np.isfinite(share) and v.get("status") != "error"
-    return (0 if has else 1, -share if has else 0, STATUS_ORDER.get(v.get("status"), 4))
+    return (1 if side == "method" else 0, 0 if has else 1, -share if has else 0, STATUS_ORDER.get(v.get("status"), 4))
 
 
 def _length(v: dict) -> int:
@@ -48,8 +51,9 @@ def verdict_table(verdicts: list[dict]) -> Table:
                          Cell(effect), Cell(num(v.get("p_value"), ".3g"), "num"), Cell(n_text(v.get("n"))),
                          Cell(str(v.get("message", "")))])
     caption = ("Explained share = (gap before - gap after) / gap before for each hypothesis' intervention, with its "
-               "95% block-bootstrap CI in brackets. Hypotheses are ranked by the share at their longest sample "
-               "length; one row per sample length.")
+               "95% block-bootstrap CI in brackets. Causes (interventions on the baseline) are ranked by the share at "
+               "their longest sample length, then the method-side checks (handling, sinks: interventions on the "
+               "compressed cache); one row per sample length.")
     return Table("Verdicts", ["rank", "hypothesis", "tokens per sample", "status", "explained share [95% CI]",
                               "effect", "p", "n", "message"], rows, caption=caption)
 
