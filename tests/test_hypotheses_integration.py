@@ -37,6 +37,11 @@ def test_every_hypothesis_runs_end_to_end_on_tiny_neox(tmp_path):
             assert key in v
         assert v["message"]
     assert res["headline"].startswith("At 700 tokens")
+    (region,) = res["analysis_regions"]  # every judge of a length used the same, recorded tokens
+    assert region["max_tokens"] == 700 and region["basis"] in ("trained-context", "changepoint")
+    assert region["first_position"] >= 129  # tiny-neox's trained context is 128
+    for v in verdicts:
+        assert v["acts_on"] == ("method" if v["hypothesis"] in ("handling", "sinks") else "baseline")
     assert res["thresholds"]["support_share"] == 0.5
     # Each distinct run is scored once, whoever asked for it.
     keys = [r["key"] for r in res["runs"]]
