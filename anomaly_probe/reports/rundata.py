@@ -74,6 +74,12 @@ class RunData:
         return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
     @property
+    def block_tokens(self) -> int:
+        """Bootstrap block length: the judges' (``thresholds.block_tokens``) when recorded, else 64."""
+        value = self.section("thresholds").get("block_tokens")
+        return value if isinstance(value, int) and value > 0 else 64
+
+    @property
     def runs(self) -> list[dict]:
         return self.listing("runs")
 

@@ -87,7 +87,7 @@ def comparisons_table(data: RunData) -> Table | None:
             if a is not None and b is not None:
                 n = min(a["nll"].size, b["nll"].size)
                 gaps.append(a["nll"][:n] - b["nll"][:n])
-        lo, hi, _ = binning.block_bootstrap_ci(gaps) if gaps else (None, None, 0)
+        lo, hi, _ = binning.block_bootstrap_ci(gaps, block=data.block_tokens) if gaps else (None, None, 0)
         gap = num(c.get("nll_gap_mean"), "+.4f")
         if num(lo) != "n/a":
             gap += f" [{lo:+.4f}, {hi:+.4f}]"
@@ -101,7 +101,7 @@ def comparisons_table(data: RunData) -> Table | None:
         "tokens per sample", "samples", "tokens scored", "baseline", "method", "baseline PPL", "method PPL",
         "NLL gap, nats/token [95% CI]", "baseline Acc", "method Acc", "Acc diff"], rows,
         caption="NLL gap = baseline minus method (> 0: the method looks better). CI: block bootstrap over "
-                f"{binning.BLOCK_TOKENS}-token blocks. Acc = top-1 next-token accuracy.")
+                f"{data.block_tokens}-token blocks. Acc = top-1 next-token accuracy.")
 
 
 def _times(x, k):

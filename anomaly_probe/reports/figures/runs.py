@@ -50,7 +50,7 @@ def ppl_by_run(data: RunData, verdicts: list[dict] | None = None) -> list:
         for L in lengths:
             samples = group["by_length"].get(L)
             mean = float(np.nanmean(np.concatenate(samples))) if samples else None
-            low, high, _ = binning.block_bootstrap_ci(samples) if samples else (None, None, 0)
+            low, high, _ = binning.block_bootstrap_ci(samples, block=data.block_tokens) if samples else (None, None, 0)
             y.append(_exp(mean))
             lo.append(_exp(low))
             hi.append(_exp(high))
@@ -62,7 +62,7 @@ def ppl_by_run(data: RunData, verdicts: list[dict] | None = None) -> list:
             "log_y": bool(finite) and max(finite) / max(min(finite), 1e-12) > 20}
     caption = ("Perplexity over all scored tokens of all samples of each run (points, not bars: the axis need not "
                "start at zero). Error bars: 95% block-bootstrap CI "
-               f"(blocks of {binning.BLOCK_TOKENS} tokens resampled within and across samples, "
+               f"(blocks of {data.block_tokens} tokens resampled within and across samples, "
                f"{binning.BOOTSTRAP_DRAWS} draws).")
     return [Figure("ppl-by-run", spec, caption)]
 
