@@ -136,10 +136,12 @@ def _draw(fig, ax, spec: dict, colors: dict[str, str], show_xlabel: bool) -> Non
 
 def _plain_log_ticks(ax) -> None:
     """Under two decades, label log ticks as plain numbers (``3``, not ``3 x 10^0``)."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     lo, hi = ax.get_ylim()
     if lo > 0 and hi / lo < 100:
+        if hi / lo >= 10:  # 1-2-5 labels, so a range like 2..50 shows more than one number
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}") if hi / lo < 10 else NullFormatter())
 
