@@ -100,3 +100,12 @@ def test_block_bootstrap_ci_covers_the_mean():
     lo, hi, blocks = binning.block_bootstrap_ci(samples)
     assert lo < np.concatenate(samples).mean() < hi and blocks == 3 * 16
     assert np.isnan(binning.block_bootstrap_ci([np.ones(10)])[0])
+
+
+def test_long_titles_wrap_to_the_axes_width():
+    from anomaly_probe.reports.plot import _wrap, render_png
+
+    long = "PPL with and without sinks (12000 tokens; positions 10753-11999 (from the gap's changepoint, p=0.001))"
+    assert "\n" in _wrap(long, 8.0) and _wrap("PPL by mode", 8.0) == "PPL by mode"
+    png = render_png({"kind": "line", "title": long, "x": [0, 1], "series": [{"name": "a", "y": [1, 2]}]}, {})
+    assert png.startswith(b"\x89PNG")

@@ -128,10 +128,18 @@ def _draw(fig, ax, spec: dict, colors: dict[str, str], show_xlabel: bool) -> Non
     if spec.get("log_y") and kind != "heatmap":
         ax.set_yscale("log", nonpositive="mask")
         _plain_log_ticks(ax)
-    ax.set_title(str(spec.get("title", "")))
+    ax.set_title(_wrap(str(spec.get("title", "")), fig.get_figwidth() / max(1, spec.get("_ncols", 1))))
     if show_xlabel:
         ax.set_xlabel(str(spec.get("xlabel", "")))
     ax.set_ylabel(str(spec.get("ylabel", "")))
+
+
+def _wrap(title: str, width_in: float) -> str:
+    """Break a title that would not fit the axes' width (12 pt is ~8.6 px per character)."""
+    import textwrap
+
+    fits = max(20, int(width_in * DPI * 0.9 / 8.6))
+    return title if len(title) <= fits else textwrap.fill(title, fits)
 
 
 def _plain_log_ticks(ax) -> None:
