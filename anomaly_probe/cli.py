@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_positive_or_any_int, default=0)
     g.add_argument("--stepwise-tokens", type=_positive_or_any_int, default=1024,
                    help="eval-bias: the token loop scores this prefix of each sample (0: all; default 1024)")
-    g.add_argument("--probes", default="none", help="all, none, or NAME,... (attention, cache, process)")
+    g.add_argument("--probes", default="auto", help="auto (default: cache, process), all, none, or NAME,... "
+                   "(attention, cache, process); the attention probe costs O(T^2) per run")
     g.add_argument("--out", default=None, help="run folder (default reports/<time>-<model>)")
     g = run.add_argument_group("interrupted runs")
     g.add_argument("--resume", default=None, metavar="RUN_DIR",

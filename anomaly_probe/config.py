@@ -32,7 +32,7 @@ class RunConfig:
     seed: int = 0
     out: str | None = None  # None: reports/<timestamp>-<model>
     hypotheses: list[str] = field(default_factory=lambda: ["none"])
-    probes: str = "none"
+    probes: str = "auto"
     stepwise_tokens: int = 1024  # eval-bias token loop: prefix scored per sample (0: whole sample)
 
     def to_dict(self) -> dict:

@@ -104,9 +104,10 @@ def tiny_llama(attn: str = "sdpa"):
 def test_parse_probes():
     assert parse_probes("all") == ALL
     assert parse_probes("none") == () == parse_probes("")
+    assert parse_probes("auto") == ("cache", "process")
     assert parse_probes("process,attention") == ("attention", "process")
     for bad, words in (("atention", "Did you mean 'attention'"), ("all,cache", "cannot be combined"),
-                       ("memory", "Available: all, none, attention, cache, process")):
+                       ("memory", "Available: auto, all, none, attention, cache, process")):
         with pytest.raises(UserError, match=words) as exc:
             parse_probes(bad)
         assert "\n" not in str(exc.value)

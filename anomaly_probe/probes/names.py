@@ -1,4 +1,4 @@
-"""The ``--probes`` flag: ``all``, ``none`` or a comma-separated list of probe names."""
+"""The ``--probes`` flag: ``auto``, ``all``, ``none`` or a comma-separated list of probe names."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from anomaly_probe.errors import UserError
 
 PROBE_NAMES = ("attention", "cache", "process")
 """Every probe, in the order they are attached (attention first: it wraps the forward)."""
+AUTO_PROBES = ("cache", "process")
+"""``--probes auto`` (the default): the per-forward probes, whose cost does not grow with the context. The
+attention probe recomputes every query's scores in float32 (at 12k tokens it makes a full-cache run ~5x
+slower on a CPU), so it is opt-in (``all`` or ``attention``)."""
 
 
 def parse_probes(text: str) -> tuple[str, ...]:
@@ -16,7 +20,8 @@ def parse_probes(text: str) -> tuple[str, ...]:
     Parameters
     ----------
     text : str
-        ``all``, ``none`` (or empty) or ``NAME,...`` with names from :data:`PROBE_NAMES`.
+        ``auto`` (:data:`AUTO_PROBES`), ``all``, ``none`` (or empty) or ``NAME,...`` with names from
+        :data:`PROBE_NAMES`.
 
     Returns
     -------
@@ -33,11 +38,13 @@ def parse_probes(text: str) -> tuple[str, ...]:
         return ()
     if names == ["all"]:
         return PROBE_NAMES
+    if names == ["auto"]:
+        return AUTO_PROBES
     for name in names:
         if name not in PROBE_NAMES:
-            if name in ("all", "none"):
+            if name in ("all", "none", "auto"):
                 raise UserError(f"--probes {text!r}: '{name}' cannot be combined with probe names")
             close = difflib.get_close_matches(name, PROBE_NAMES, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"Unknown probe {name!r}.{hint} Available: all, none, {', '.join(PROBE_NAMES)}")
+            raise UserError(f"Unknown probe {name!r}.{hint} Available: auto, all, none, {', '.join(PROBE_NAMES)}")
     return tuple(n for n in PROBE_NAMES if n in names)
