@@ -26,12 +26,12 @@ def run_pipeline(session: Session, settings: ExperimentSettings | None = None,
         units, roles, errors = plan(session, names, settings)
         failed = run_units(session, units)
         session.compute_comparisons()
-        verdicts = rank(errors + judge(session, roles, thresholds, failed))
+        where = regions(session, session.config.max_tokens, thresholds)  # once: judges and headline share it
+        session.extra["analysis_regions"] = [r.to_dict() for r in where.values()]
+        verdicts = rank(errors + judge(session, roles, thresholds, failed, where))
         session.verdicts = [v.to_dict() for v in verdicts]
-        session.extra["analysis_regions"] = [r.to_dict() for r in regions(
-            session, session.config.max_tokens, thresholds).values()]
         try:
-            session.headline = headline(session, verdicts, thresholds)
+            session.headline = headline(session, verdicts, thresholds, where)
         except KeyError:  # a baseline or method run failed: no gap to describe
             session.headline = "The baseline or the method run failed; see failures."
         except Exception as exc:  # noqa: BLE001 - e.g. no finite tokens left; the verdicts are saved

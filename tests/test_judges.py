@@ -219,3 +219,10 @@ def test_causes_rank_before_method_side_checks():
     assert order == [("position", 12000), ("numerics", 12000), ("sinks", 12000), ("handling", 12000),
                      ("position", 4000)]
     assert {h.name for h in ALL.values() if h.acts_on == "method"} == {"handling", "sinks"}
+
+
+def test_wide_range_picks_a_log_scale_only_past_a_factor_of_ten():
+    from anomaly_probe.hypotheses.share import wide_range
+
+    assert wide_range([10.0, 12.0, 290.0]) and not wide_range([10.0, 12.0, 35.0])
+    assert not wide_range([None, float("nan"), 0.0, 5.0])

@@ -136,12 +136,18 @@ class Hypothesis:
     full cache, so its share says how much of the anomaly the baseline's own failure mode explains (the
     design's definition of a cause). ``"method"``: it changes the compressed cache (position handling,
     sinks), so its share says how much of the method's advantage depends on that ingredient. Causes
-    are ranked before method-side checks.
+    are ranked before method-side checks. Derived from the name (``hypotheses_names.METHOD_SIDE``), the
+    one list the verdicts and the report also read.
     """
 
     name: str = ""
     title: str = ""
-    acts_on: str = "baseline"
+
+    @property
+    def acts_on(self) -> str:
+        from anomaly_probe.hypotheses_names import acts_on
+
+        return acts_on(self.name)
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         """Runs needed besides ``baseline`` and ``method`` (which every hypothesis gets)."""

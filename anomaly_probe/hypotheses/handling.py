@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from anomaly_probe.hypotheses.base import Hypothesis, JudgeInput, PlanContext, RoleSpec
-from anomaly_probe.hypotheses.share import judge_share
+from anomaly_probe.hypotheses.share import judge_share, wide_range
 from anomaly_probe.methods.base import POSITION_MODES
 from anomaly_probe.stats import make_blocks, mean_ci
 from anomaly_probe.verdict import Verdict
@@ -25,7 +25,6 @@ def alternative_mode(mode: str) -> str:
 class Handling(Hypothesis):
     name = "handling"
     title = "position handling of the compressed cache"
-    acts_on = "method"  # keep in step with hypotheses_names.METHOD_SIDE
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         if ctx.method.capacity is None or not hasattr(ctx.method, "position_mode"):
@@ -66,12 +65,7 @@ class Handling(Hypothesis):
             lo.append(float(np.exp(l)))
             hi.append(float(np.exp(h)))
         return {"id": "handling-modes", "kind": "bar", "title": f"PPL by position mode ({data.max_tokens} tokens, "
-                f"{data.region_short()})", "log_y": _wide(lo, hi),
+                f"{data.region_short()})", "log_y": wide_range(lo + hi),
                 "xlabel": "position mode", "ylabel": "PPL (exp mean NLL)", "categories": cats, "style": "dots",
                 "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi, "color_keys": keys}]}
 
-
-def _wide(lo: list[float], hi: list[float]) -> bool:
-    """Log scale when the bars span more than a factor of 10 (e.g. a broken naive mode)."""
-    finite = [v for v in lo + hi if v is not None and np.isfinite(v) and v > 0]
-    return bool(finite) and max(finite) / min(finite) > 10

@@ -94,7 +94,8 @@ def _error(name: str, L: int, exc: BaseException) -> Verdict:
     return Verdict(name, "error", message=f"{type(exc).__name__}: {str(exc)[:300]}{loc}", max_tokens=L)
 
 
-def judge(session, roles: dict, thresholds: Thresholds, failed: dict[str, str] | None = None) -> list[Verdict]:
+def judge(session, roles: dict, thresholds: Thresholds, failed: dict[str, str] | None = None,
+          where: dict[int, AnalysisRegion] | None = None) -> list[Verdict]:
     """Judge every planned hypothesis from the session's saved arrays.
 
     ``failed`` maps unit keys whose run crashed to the error message; hypotheses needing them get ERROR.
@@ -107,7 +108,8 @@ def judge(session, roles: dict, thresholds: Thresholds, failed: dict[str, str] |
     failed = failed or {}
     verdicts = []
     by_key = {r["key"]: r for r in session.runs}
-    where = regions(session, sorted({L for _, L in roles}), thresholds)
+    if where is None:
+        where = regions(session, sorted({L for _, L in roles}), thresholds)
     for (name, L), table in roles.items():
         missing = [u.key for us in table.values() for u in us if u.key not in session.arrays]
         if missing:
@@ -151,12 +153,18 @@ def rank(verdicts: list[Verdict]) -> list[Verdict]:
     return sorted(verdicts, key=key)
 
 
-def headline(session, verdicts: list[Verdict], thresholds: Thresholds) -> str:
-    """One sentence a researcher can paste into a paper."""
+def headline(session, verdicts: list[Verdict], thresholds: Thresholds,
+             where: dict[int, AnalysisRegion] | None = None) -> str:
+    """One sentence a researcher can paste into a paper.
+
+    ``where``: the analysis regions the verdicts used (computed here when not given). Raises KeyError
+    when a length's baseline or method run is missing.
+    """
     if not verdicts:
         return ""
     lengths = sorted({v.max_tokens for v in verdicts if v.max_tokens}, reverse=True)
-    where = regions(session, lengths, thresholds, strict=True)
+    if where is None or any(L not in where for L in lengths):
+        where = regions(session, lengths, thresholds, strict=True)
     gaps = {}
     for L in where:
         gap = [g[where[L].start:] for g in _gaps(session, L)]

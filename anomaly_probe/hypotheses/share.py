@@ -93,5 +93,11 @@ def binned(values: np.ndarray, positions: np.ndarray, edges: np.ndarray) -> list
     return out
 
 
+def wide_range(values: list[float | None]) -> bool:
+    """True when the positive finite ``values`` span more than a factor of 10 (plot them on a log scale)."""
+    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    return bool(finite) and max(finite) / min(finite) > 10
+
+
 def position_edges(n: int, bins: int = 60) -> np.ndarray:
     return np.unique(np.linspace(0, n, bins + 1).astype(int))

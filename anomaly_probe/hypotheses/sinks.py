@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from anomaly_probe.hypotheses.base import Hypothesis, JudgeInput, PlanContext, RoleSpec
-from anomaly_probe.hypotheses.handling import _wide
-from anomaly_probe.hypotheses.share import judge_share
+from anomaly_probe.hypotheses.share import judge_share, wide_range
 from anomaly_probe.methods import WindowCache
 from anomaly_probe.stats import make_blocks, mean_ci
 from anomaly_probe.verdict import Verdict
@@ -19,7 +18,6 @@ from anomaly_probe.verdict import Verdict
 class Sinks(Hypothesis):
     name = "sinks"
     title = "attention sinks"
-    acts_on = "method"  # keep in step with hypotheses_names.METHOD_SIDE
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         m = ctx.method
@@ -44,7 +42,7 @@ class Sinks(Hypothesis):
             lo.append(float(np.exp(l)))
             hi.append(float(np.exp(h)))
         bars = {"id": "sinks", "kind": "bar", "title": f"PPL with and without sinks ({data.max_tokens} tokens, "
-                f"{data.region_short()})", "log_y": _wide(lo, hi),
+                f"{data.region_short()})", "log_y": wide_range(lo + hi),
                 "xlabel": "cache", "ylabel": "PPL (exp mean NLL)", "categories": cats, "style": "dots",
                 "series": [{"name": "PPL, 95% CI", "y": y, "ci_low": lo, "ci_high": hi,
                             "color_keys": ["baseline", "method",
