@@ -39,7 +39,7 @@ def main() -> None:
     import torch
 
     from anomaly_probe.engines import score_batched, score_parallel, score_stepwise
-    from anomaly_probe.engines.parallel import DEFAULT_CHUNK
+    from anomaly_probe.config import DEFAULT_CHUNK
     from anomaly_probe.methods import FullCache, StreamingLLM
     from anomaly_probe.models import load_model
     from anomaly_probe.text import default_text, tokenize

@@ -11,9 +11,9 @@ import torch
 
 from anomaly_probe.engines import EngineFallback, pick_engine, score_batched, score_parallel, score_stepwise
 from anomaly_probe.engines.parallel_attention import ATTN_NAME, AttentionPlan
-from anomaly_probe.engines.step_context import ATTENTION_RECORDER, CURRENT_STEP
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods import FullCache, RecomputeOracle, StreamingLLM, WindowCache
+from anomaly_probe.step_context import ATTENTION_RECORDER, CURRENT_STEP
 
 TOL = 1e-4  # nats, float32
 

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from anomaly_probe.engines import score_batched, score_parallel, score_stepwise
-from anomaly_probe.engines.step_context import ATTENTION_RECORDER, CURRENT_STEP, StepInfo
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods import FullCache, StreamingLLM
 from anomaly_probe.probes import ATTN_METRICS, ProbeSession, attention_stats, load_trace, parse_probes
 from anomaly_probe.probes.attention_hook import NAME
+from anomaly_probe.step_context import ATTENTION_RECORDER, CURRENT_STEP, StepInfo
 
 ALL = ("attention", "cache", "process")
 

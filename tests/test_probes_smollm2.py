@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from anomaly_probe.engines import score_batched, score_stepwise
-from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo
 from anomaly_probe.methods import FullCache, StreamingLLM
 from anomaly_probe.probes import ATTN_METRICS, ProbeSession
+from anomaly_probe.step_context import CURRENT_STEP, StepInfo
 
 pytestmark = pytest.mark.slow
 

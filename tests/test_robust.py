@@ -84,7 +84,7 @@ def test_out_of_memory_is_recognised_in_every_form():
 # ---------------------------------------------------------------------------------------------- NaN / inf
 def _nan_from(position: int, only_fp16: bool):
     """A tiny-neox builder whose layer 1 outputs NaN for every query at absolute index >= position."""
-    from anomaly_probe.engines.step_context import CURRENT_STEP
+    from anomaly_probe.step_context import CURRENT_STEP
     from anomaly_probe.models import tiny_neox
 
     real = tiny_neox.build_tiny_neox

@@ -103,9 +103,10 @@ class CheckContext:
         return self.loaded.model
 
     def environment(self) -> dict:
+        from anomaly_probe.attention.hf import current_implementation
         from anomaly_probe.environment import describe_environment
 
-        return describe_environment(self.device, self.dtype, self.model.config._attn_implementation)
+        return describe_environment(self.device, self.dtype, current_implementation(self.model))
 
     def score(self, method: CacheMethod, engine: str = "auto", sample: int = 0):
         """Per-token scores of ``samples[sample]`` under ``method`` (scored once, then memoised).

@@ -72,7 +72,7 @@ def probes_leave_logits_unchanged(ctx: CheckContext) -> CheckResult:
     Uses :class:`anomaly_probe.probes.ProbeSession` (attention, cache and process probes) around the
     stepwise engine on the compressed method. Where the probes cannot be attached, it falls back to
     switching the attention implementation through a pass-through
-    (:func:`anomaly_probe.interventions.manual_attention.use_attention`) and says so.
+    (:func:`anomaly_probe.attention.switch.attention_implementation`) and says so.
     """
     method = ctx.method
     if _needs_rope(method.position_mode) and (why := _rope_missing(ctx)):
@@ -94,16 +94,17 @@ def probes_leave_logits_unchanged(ctx: CheckContext) -> CheckResult:
 
 
 def _passthrough_score(ctx: CheckContext, method) -> np.ndarray:
-    """Score with the model's own attention function re-registered under another name (a pass-through)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    """Score with the model's own attention and mask functions re-registered under another name (a pass-through)."""
+    from anomaly_probe.attention import attention_implementation
+    from anomaly_probe.attention.hf import attention_function, current_implementation
 
-    from anomaly_probe.interventions.manual_attention import use_attention
-
-    current = ctx.model.config._attn_implementation
-    if current not in ALL_ATTENTION_FUNCTIONS:
+    current = current_implementation(ctx.model)
+    fn = attention_function(ctx.model, current)
+    if fn is None:
         raise UserError(f"attention implementation {current!r} is not in transformers' registry; it cannot be "
                         "wrapped by a pass-through")
-    with use_attention(ctx.model, "anomaly_probe_check_passthrough", ALL_ATTENTION_FUNCTIONS[current]):
+    with attention_implementation(ctx.model, "anomaly_probe_check_passthrough", fn, current,
+                                  purpose="switch to a pass-through attention on"):
         return ctx.score_ids(method, "stepwise", ctx.samples[0]).nll
 
 

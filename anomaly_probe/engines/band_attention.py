@@ -6,7 +6,9 @@ A sinks + recent-window mask is a band: query row ``r`` (key column ``n_cached +
 besides zero padding at both ends). Columns outside a row's view, padding and sink columns (scored
 separately with the shifted query) are masked. Compared with the block loop
 (:func:`~anomaly_probe.engines.parallel_attention.blockwise_attention`) this does the same arithmetic in
-~15 tensor ops per layer instead of ~12 per block, which matters on a busy CPU.
+~15 tensor ops per layer instead of ~12 per block, which matters on a busy CPU. GQA heads are grouped
+as in :mod:`anomaly_probe.attention.gqa` (query head ``h`` reads kv head ``h // G``, stacked as rows),
+with the block axis added; the mask is the engine's boolean band, so no mask conversion is needed.
 """
 
 from __future__ import annotations

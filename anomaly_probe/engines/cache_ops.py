@@ -1,23 +1,23 @@
 """Editing a transformers 5.x ``DynamicCache`` in place: evict from the middle, re-rotate keys.
 
 ``DynamicCache.crop`` only cuts from the end, so eviction rewrites each layer's ``keys``/``values``.
-Only plain full-attention ``DynamicLayer`` layers are supported; anything else is refused clearly.
+Only plain full-attention layers are supported (:func:`~anomaly_probe.attention.hf.is_plain_cache_layer`);
+anything else is refused clearly.
 """
 
 from __future__ import annotations
 
 import torch
 
+from anomaly_probe.attention.hf import is_plain_cache_layer
 from anomaly_probe.errors import UserError
 from anomaly_probe.models.rope import RopeSpec
 
 
 def check_cache(cache) -> None:
     """Refuse caches we cannot edit safely (sliding-window, quantised, offloaded layers)."""
-    from transformers.cache_utils import DynamicLayer
-
     for layer in cache.layers:
-        if type(layer) is not DynamicLayer:
+        if not is_plain_cache_layer(layer):
             raise UserError(f"cache layer type {type(layer).__name__} is not supported; "
                             "compressed-cache methods need plain full-attention layers")
 

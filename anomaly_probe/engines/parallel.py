@@ -25,16 +25,16 @@ import time
 import numpy as np
 import torch
 
+from anomaly_probe.config import DEFAULT_CHUNK
 from anomaly_probe.engines.cache_ops import check_cache, evict
 from anomaly_probe.engines.chunk_frames import ChunkFrames
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
 from anomaly_probe.engines.parallel_attention import CURRENT_PLAN, AttentionPlan, parallel_attention_enabled
 from anomaly_probe.engines.scores import TokenScores
-from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo, StepObserver
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods.base import CacheMethod
+from anomaly_probe.step_context import CURRENT_STEP, StepInfo, StepObserver
 
-DEFAULT_CHUNK = 1024  # queries per forward; CPU throughput is within ~5% from 256 to 2048 (SmolLM2)
 DEFAULT_BLOCK = 128  # query rows per attention block: the largest score tile is H x 128 x (sinks+recent+128)
 
 _RULES = ("keep", "visible", "query_position", "key_position")

@@ -14,9 +14,11 @@ mode, but a sink sits at its slot ``j`` while the query sits at ``min(t, capacit
 every query once (its position in the engine's frame); for the sink columns this function rotates the
 query again by ``sink_shift`` (``RopeSpec.rotate``), so ``score(t, sink j) = R(q_pos(t)) q . R(j) k``.
 
-Registration is explicit and scoped: :func:`parallel_attention_enabled` registers the function (and a
-mask function that refuses to build a mask, so a missing 4D mask can never silently become ``None``)
-under :data:`ATTN_NAME`, switches the model to it and restores the previous implementation on exit.
+Registration is explicit and scoped: :func:`parallel_attention_enabled` runs the model with this
+function under :data:`ATTN_NAME` (and a mask function that refuses to build a mask, so a missing 4D
+mask can never silently become ``None``) through
+:func:`~anomaly_probe.attention.switch.attention_implementation`, which verifies the switch and restores
+and unregisters on exit. Scores go through the shared GQA path (:mod:`~anomaly_probe.attention.gqa`).
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ from typing import Iterator
 
 import torch
 
+from anomaly_probe.attention import attention_implementation, check_switchable, gqa_scores, gqa_weighted
+from anomaly_probe.attention.hf import current_implementation
 from anomaly_probe.engines.band_attention import Band, banded_attention
-from anomaly_probe.engines.step_context import ATTENTION_RECORDER
 from anomaly_probe.errors import UserError
 from anomaly_probe.models.rope import RopeSpec
+from anomaly_probe.step_context import ATTENTION_RECORDER, RECORDING_IMPLEMENTATION
 
 ATTN_NAME = "anomaly_probe_parallel"
 REPLACEABLE = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
 """Standard implementations: same results as ours up to rounding, so switching away from them is safe."""
-PROBE_PREFIX = "anomaly_probe_record"  # the attention probe's wrapper (it only records)
+PROBE_PREFIX = RECORDING_IMPLEMENTATION  # the attention probe's wrapper (it only records)
 
 
 @dataclass
@@ -89,21 +93,6 @@ class AttentionPlan:
 
 
 CURRENT_PLAN: ContextVar[AttentionPlan | None] = ContextVar("anomaly_probe_attention_plan", default=None)
-
-
-def _gqa_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``q @ k^T`` without repeating kv heads: q (B, H, n, D), k (B, Hkv, m, D) -> (B, H, n, m)."""
-    B, H, n, D = q.shape
-    Hkv = k.shape[1]
-    qg = q.reshape(B, Hkv, (H // Hkv) * n, D)  # (B, Hkv, G*n, D); head h uses kv head h // G
-    return (qg @ k.transpose(-1, -2)).view(B, H, n, k.shape[2])
-
-
-def _gqa_weighted(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``p @ v`` without repeating kv heads: p (B, H, n, m), v (B, Hkv, m, Dv) -> (B, H, n, Dv)."""
-    B, H, n, m = p.shape
-    Hkv = v.shape[1]
-    return (p.reshape(B, Hkv, (H // Hkv) * n, m) @ v).view(B, H, n, v.shape[-1])
 
 
 def parallel_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -169,17 +158,17 @@ def blockwise_attention(module: torch.nn.Module, q: torch.Tensor, k: torch.Tenso
         parts = []
         if ns:
             qs = qb if plan.sink_shift is None else plan.rope.rotate(qb, plan.sink_shift[lo:hi].to(qb.device))
-            parts.append(_gqa_scores(qs, k_sink))  # (B, H, n, ns)
-        parts.append(_gqa_scores(qb, k[:, :, c0:c1]))  # (B, H, n, c1 - c0)
+            parts.append(gqa_scores(qs, k_sink))  # (B, H, n, ns)
+        parts.append(gqa_scores(qb, k[:, :, c0:c1]))  # (B, H, n, c1 - c0)
         logits = (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]) * scaling  # (B, H, n, m)
         mask = attention_mask[:, :, lo:hi]
         vis = torch.cat([mask[..., :ns], mask[..., c0:c1]], dim=-1) if ns else mask[..., c0:c1]  # (1|B, 1, n, m)
         if recorder is not None:
             recorder(module, logits, vis)
         probs = torch.softmax(logits.masked_fill(~vis, float("-inf")), dim=-1)  # (B, H, n, m)
-        o = _gqa_weighted(probs[..., ns:], v[:, :, c0:c1])  # (B, H, n, Dv)
+        o = gqa_weighted(probs[..., ns:], v[:, :, c0:c1])  # (B, H, n, Dv)
         if ns:
-            o = o + _gqa_weighted(probs[..., :ns], v_sink)
+            o = o + gqa_weighted(probs[..., :ns], v_sink)
         out[:, lo:hi] = o.transpose(1, 2).to(out.dtype)  # (B, n, H, Dv)
 
 
@@ -197,21 +186,12 @@ def parallel_attention_enabled(model: torch.nn.Module) -> Iterator[None]:
         When the model runs a custom attention (an intervention): replacing it would drop it silently.
         The attention probe's recording wrapper is fine: this attention calls the recorder itself.
     """
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    previous = model.config._attn_implementation
+    purpose, fallback = "run the parallel engine on", "use --engine stepwise"
+    check_switchable(model, purpose, fallback)
+    previous = current_implementation(model)
     if previous not in REPLACEABLE and not str(previous).startswith(PROBE_PREFIX):
         raise UserError(f"the parallel engine replaces the attention function, so the model's current one "
                         f"({previous!r}, e.g. an intervention) would be dropped; use --engine batched or stepwise")
-    AttentionInterface.register(ATTN_NAME, parallel_attention)
-    AttentionMaskInterface.register(ATTN_NAME, _refuse_mask)
-    model.set_attn_implementation(ATTN_NAME)
-    if model.config._attn_implementation != ATTN_NAME:
-        model.set_attn_implementation(previous)
-        raise UserError(f"{type(model).__name__} refused to switch its attention implementation; "
-                        "the parallel engine needs attention that dispatches through AttentionInterface")
-    try:
+    with attention_implementation(model, ATTN_NAME, parallel_attention, _refuse_mask, purpose=purpose,
+                                  fallback=fallback):
         yield
-    finally:
-        model.set_attn_implementation(previous)

@@ -16,14 +16,13 @@ import time
 import numpy as np
 import torch
 
+from anomaly_probe.config import DEFAULT_CHUNK
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
 from anomaly_probe.engines.scores import TokenScores
-from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo, StepObserver
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.methods.recompute import RecomputeOracle
-
-DEFAULT_CHUNK = 1024  # queries per forward within a window
+from anomaly_probe.step_context import CURRENT_STEP, StepInfo, StepObserver
 
 
 def windows(n_queries: int, window: int, stride: int) -> list[tuple[int, int, int]]:

@@ -13,8 +13,8 @@ import torch
 from anomaly_probe.engines.cache_ops import InCacheRotator, check_cache, evict
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
 from anomaly_probe.engines.scores import TokenScores
-from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo, StepObserver
 from anomaly_probe.methods.base import CacheMethod
+from anomaly_probe.step_context import CURRENT_STEP, StepInfo, StepObserver
 
 FLUSH_EVERY = 64  # steps between moving scores off the device
 

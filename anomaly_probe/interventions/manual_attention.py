@@ -1,17 +1,21 @@
 """A plain, chunked attention with explicit precision and top-k control (for interventions).
 
-Used through :func:`use_attention`, which registers it with transformers' ``AttentionInterface``
-(together with the sdpa mask function, so causal masking is kept), switches the model to it and
-restores the previous implementation in ``finally``.
+Used through :func:`use_attention`, which runs the model with it for the duration of a block
+(:func:`~anomaly_probe.attention.switch.attention_implementation`, with sdpa's mask function so causal
+masking is kept; restored and unregistered on exit). Masks are read with the shared converter
+(:func:`~anomaly_probe.attention.masks.visible_from_mask`) and scores go through the shared GQA path
+(:mod:`~anomaly_probe.attention.gqa`), in the recipe's compute dtype.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
+
+from anomaly_probe.attention import attention_implementation, gqa_scores, gqa_weighted, visible_from_mask
 
 QUERY_CHUNK = 256  # queries per score block: (B, H, 256, Tk) floats at a time, never T x T
 
@@ -34,17 +38,6 @@ class AttentionRecipe:
     compute_dtype: torch.dtype = torch.float32
     round_to: torch.dtype | None = None
     topk: int | None = None
-
-
-def _visible(attention_mask, B, Tq, Tk, device) -> torch.Tensor:
-    """Boolean (B or 1, 1, Tq, Tk) mask of attended keys from whatever the mask function produced."""
-    if attention_mask is None:
-        # sdpa's mask function skips the plain causal case; queries are the last Tq of the keys.
-        q = torch.arange(Tk - Tq, Tk, device=device)[:, None]
-        return (torch.arange(Tk, device=device)[None, :] <= q)[None, None]
-    if attention_mask.dtype == torch.bool:
-        return attention_mask
-    return attention_mask > torch.finfo(attention_mask.dtype).min / 2  # additive float mask
 
 
 def _key_span(visible: torch.Tensor) -> tuple[int, int]:
@@ -75,26 +68,29 @@ def _round(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return x if dtype is None else x.to(dtype).to(x.dtype)
 
 
-def make_attention(recipe: AttentionRecipe):
+def make_attention(recipe: AttentionRecipe) -> Callable:
     """Return an ``AttentionInterface``-compatible function implementing ``recipe``."""
 
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         # query (B, H, Tq, D); key, value (B, Hkv, Tk, D)
         B, H, Tq, D = query.shape
         Tk = key.shape[-2]
-        groups = H // key.shape[1]
         cd = recipe.compute_dtype
-        k = _round(key.to(cd), recipe.round_to).repeat_interleave(groups, dim=1)  # (B, H, Tk, D)
-        v = _round(value.to(cd), recipe.round_to).repeat_interleave(groups, dim=1)
+        k = _round(key.to(cd), recipe.round_to)  # (B, Hkv, Tk, D): GQA heads shared, not repeated
+        v = _round(value.to(cd), recipe.round_to)
         scale = scaling if scaling is not None else D ** -0.5
-        visible = _visible(attention_mask, B, Tq, Tk, query.device)
+        visible, bias = visible_from_mask(attention_mask, 0, Tq, Tq, Tk, query.device)  # (1|B, 1|H, Tq, Tk)
+        if visible is None:  # one query, every key visible
+            visible = torch.ones(1, 1, Tq, Tk, dtype=torch.bool, device=query.device)
         out = torch.empty(B, H, Tq, v.shape[-1], dtype=cd, device=query.device)
         for lo in range(0, Tq, QUERY_CHUNK):
             hi = min(lo + QUERY_CHUNK, Tq)
-            vis = visible[..., lo:hi, :]
+            vis = visible[..., lo:hi, :] if visible.shape[-2] > 1 else visible
             a, b = _key_span(vis)  # keys outside [a, b) are invisible to every query here
             q = _round(query[:, :, lo:hi].to(cd), recipe.round_to)
-            logits = _round((q * scale) @ k[:, :, a:b].transpose(-1, -2), recipe.round_to)  # (B, H, c, b - a)
+            logits = _round(gqa_scores(q * scale, k[:, :, a:b], dtype=cd), recipe.round_to)  # (B, H, c, b - a)
+            if bias is not None:  # an additive float mask's biases on visible keys (sdpa adds them too)
+                logits = logits + (bias[..., lo:hi, a:b] if bias.shape[-2] > 1 else bias[..., a:b]).to(cd)
             m = a + _first_partial_column(vis[..., a:b])  # keys [a, m) are visible to every query of the chunk
             if m < b:
                 logits[..., m - a:].masked_fill_(~vis[..., m:b], float("-inf"))
@@ -103,23 +99,18 @@ def make_attention(recipe: AttentionRecipe):
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             weights = torch.softmax(logits, dim=-1)
             weights = _round(weights, recipe.round_to)
-            out[:, :, lo:hi] = weights @ v[:, :, a:b]
+            out[:, :, lo:hi] = gqa_weighted(weights, v[:, :, a:b])  # (B, H, c, Dv)
         return out.to(query.dtype).transpose(1, 2).contiguous(), None  # (B, Tq, H, D)
 
     return attention
 
 
 @contextmanager
-def use_attention(model: torch.nn.Module, name: str, fn) -> Iterator[None]:
-    """Register ``fn`` (and sdpa's mask function) as ``name`` and switch ``model`` to it."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+def use_attention(model: torch.nn.Module, name: str, fn: Callable) -> Iterator[str]:
+    """Run ``model`` with ``fn`` (and sdpa's mask function) registered as ``name`` while the block runs.
 
-    AttentionInterface.register(name, fn)
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(name)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
+    Yields the registered name; on exit the previous implementation is back and ``name`` is unregistered.
+    """
+    with attention_implementation(model, name, fn, "sdpa", purpose=f"use attention {name!r} with",
+                                  fallback="load the model with attn_implementation='sdpa'") as registered:
+        yield registered

@@ -1,8 +1,9 @@
 """Hook attention through transformers' ``AttentionInterface`` without changing a single output.
 
-:func:`recording_attention` registers a recording attention function and the *wrapped*
-implementation's mask function under our own name, switches the model to it, sets
-:data:`~anomaly_probe.engines.step_context.ATTENTION_RECORDER`, and undoes all three in ``finally``.
+:func:`recording_attention` sets :data:`~anomaly_probe.step_context.ATTENTION_RECORDER` and runs the
+model with a recording attention function and the *wrapped* implementation's mask function
+(:func:`~anomaly_probe.attention.switch.attention_implementation`: registered under our own name,
+switch verified, restored and unregistered in ``finally``); the recorder is reset on exit too.
 The recording function returns exactly what the previous implementation returns (it calls it
 first, with the same arguments). On the side, for a recorder that offers ``record_qk`` (our
 :class:`~anomaly_probe.probes.attention_probe.AttentionProbe`), it hands over the layer's query and
@@ -12,17 +13,18 @@ float32 in query chunks and calls the recorder with each chunk (the ``ATTENTION_
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import torch
 
-from anomaly_probe.engines.step_context import ATTENTION_RECORDER, AttentionRecorder
+from anomaly_probe.attention import attention_implementation, check_switchable, hf, visible_from_mask
 from anomaly_probe.errors import UserError
 from anomaly_probe.probes.scores import scores_in_chunks
+from anomaly_probe.step_context import ATTENTION_RECORDER, RECORDING_IMPLEMENTATION, AttentionRecorder
 
-NAME = "anomaly_probe_record"
+NAME = RECORDING_IMPLEMENTATION
+PURPOSE, FALLBACK = "attach the attention probe to", "use --probes cache,process"
 
 
 class _VisibleCache:
@@ -46,37 +48,6 @@ class _VisibleCache:
         self._key, self._mask = key, mask
         self._value = visible_from_mask(mask, lo, tq, n_queries, n_keys, device)
         return self._value
-
-
-def visible_from_mask(mask: torch.Tensor | None, lo: int, tq: int, n_queries: int, n_keys: int,
-                      device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Which keys rows ``lo:lo+tq`` attend to, from the mask the attention function received.
-
-    Parameters
-    ----------
-    mask : torch.Tensor or None
-        ``None``: all keys for one query, causal (aligned to the last key) for several. Boolean 4D:
-        True = attend (sdpa). Float 4D: additive, the dtype's minimum or -inf = masked (eager).
-
-    Returns
-    -------
-    tuple
-        ``visible`` (bool, (1|B, 1|H, tq, Tk)) or ``None`` for all keys, and ``bias`` (float32 additive
-        scores on visible keys, from a float mask) or ``None``.
-    """
-    if mask is None:
-        if n_queries == 1:
-            return None, None
-        q = torch.arange(lo, lo + tq, device=device) + (n_keys - n_queries)
-        return (torch.arange(n_keys, device=device)[None, :] <= q[:, None])[None, None], None  # (1, 1, tq, Tk)
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
-        raise TypeError(f"attention probe: unsupported attention mask {type(mask).__name__} "
-                        f"{tuple(getattr(mask, 'shape', ()))}; expected None or a 4D tensor")
-    rows = mask[..., lo:lo + tq, :] if mask.shape[-2] > 1 else mask
-    if rows.dtype == torch.bool:
-        return rows, None
-    visible = rows > torch.finfo(rows.dtype).min
-    return visible, rows.float().masked_fill(~visible, 0.0)
 
 
 def _make_recording_attention(delegate: Callable) -> Callable:
@@ -113,15 +84,11 @@ def _make_recording_attention(delegate: Callable) -> Callable:
 
 def _delegate_for(model: torch.nn.Module, implementation: str) -> Callable:
     """The function the model would call for ``implementation``."""
-    if implementation == "eager":  # each modeling file has its own eager function
-        fn = getattr(sys.modules.get(type(model).__module__), "eager_attention_forward", None)
-        if fn is None:
-            raise UserError(f"cannot attach the attention probe to {type(model).__name__}: its eager attention "
-                            "function was not found; load the model with attn_implementation='sdpa'")
-        return fn
-    from transformers import AttentionInterface
-
-    return AttentionInterface._global_mapping[implementation]
+    fn = hf.attention_function(model, implementation)
+    if fn is None:
+        raise UserError(f"cannot attach the attention probe to {type(model).__name__}: its {implementation!r} "
+                        "attention function was not found; load the model with attn_implementation='sdpa'")
+    return fn
 
 
 def check_hookable(model: torch.nn.Module) -> str:
@@ -134,22 +101,11 @@ def check_hookable(model: torch.nn.Module) -> str:
         ``AttentionInterface``, or an implementation whose masks are not sdpa's or eager's (flash,
         flex: padding-only or block masks).
     """
-    cls = type(model)
-    config = getattr(model, "config", None)
-    if not hasattr(model, "set_attn_implementation") or config is None:
-        raise UserError(f"cannot attach the attention probe to {cls.__name__}: it is not a transformers model "
-                        "(no set_attn_implementation); use --probes cache,process")
-    can_set = getattr(cls, "_can_set_attn_implementation", None)
-    if can_set is not None and not can_set():
-        raise UserError(f"cannot attach the attention probe to {cls.__name__} ({config.model_type}): its attention "
-                        "does not dispatch through transformers' AttentionInterface; use --probes cache,process")
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, sdpa_mask
-
-    implementation = config._attn_implementation
-    mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(implementation)
-    if implementation != "eager" and mask_fn not in (sdpa_mask, eager_mask):
+    check_switchable(model, PURPOSE, FALLBACK)
+    implementation = hf.current_implementation(model)
+    if not hf.has_tensor_mask(implementation):
         raise UserError(f"the attention probe wraps attention implementations with sdpa or eager masks (None or "
-                        f"a 4D tensor), but {cls.__name__} uses {implementation!r}; load the model with "
+                        f"a 4D tensor), but {type(model).__name__} uses {implementation!r}; load the model with "
                         "attn_implementation='sdpa'")
     return implementation
 
@@ -168,30 +124,14 @@ def recording_attention(model: torch.nn.Module, recorder: AttentionRecorder) -> 
     Yields
     ------
     str
-        The registered implementation name.
+        The registered implementation name (:data:`NAME`, or ``NAME_2``... when another model is
+        being probed at the same time).
     """
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
     previous = check_hookable(model)
-    name, n = NAME, 1
-    while name in AttentionInterface._global_mapping or name in AttentionMaskInterface._global_mapping:
-        n += 1
-        name = f"{NAME}_{n}"  # another model is being probed at the same time
-    AttentionInterface.register(name, _make_recording_attention(_delegate_for(model, previous)))
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[previous])  # same masks as before
+    wrapper = _make_recording_attention(_delegate_for(model, previous))
     token = ATTENTION_RECORDER.set(recorder)
     try:
-        model.set_attn_implementation(name)
-        if model.config._attn_implementation != name:
-            raise UserError(f"cannot attach the attention probe to {type(model).__name__}: it refused to switch "
-                            "its attention implementation; use --probes cache,process")
-        yield name
+        with attention_implementation(model, NAME, wrapper, previous, purpose=PURPOSE, fallback=FALLBACK) as name:
+            yield name  # same masks as before: the wrapped implementation's mask function
     finally:
-        try:
-            if model.config._attn_implementation != previous:
-                model.set_attn_implementation(previous)
-        finally:
-            ATTENTION_RECORDER.reset(token)
-            AttentionInterface._global_mapping.pop(name, None)
-            AttentionMaskInterface._global_mapping.pop(name, None)
+        ATTENTION_RECORDER.reset(token)

@@ -1,6 +1,6 @@
 """The attention recorder: scores each layer into a shared buffer and reduces forwards in batches.
 
-It is what :data:`~anomaly_probe.engines.step_context.ATTENTION_RECORDER` holds while the probe is
+It is what :data:`~anomaly_probe.step_context.ATTENTION_RECORDER` holds while the probe is
 attached. Two ways in:
 
 * ``probe(module, logits, visible)`` -- the contract any attention function can call with its own
@@ -22,12 +22,12 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo
 from anomaly_probe.probes.attention_stats import ATTN_METRICS, COUNT_METRICS, fused_stats, key_weights
 from anomaly_probe.probes.rows import StepRows
 from anomaly_probe.probes.scores import scaled_scores, scores_into
 from anomaly_probe.probes.stat_batch import StatBatch
 from anomaly_probe.probes.threads import single_thread
+from anomaly_probe.step_context import CURRENT_STEP, StepInfo
 
 FORWARD_ELEMENTS = 1 << 22  # scores of all layers of a forward held until its end (16 MiB of float32)
 OFFLOAD_EVERY = 64  # reductions kept on an accelerator before one batched copy to the CPU
@@ -119,7 +119,7 @@ class AttentionProbe:
         """Score a small forward's query (1, H, Tq, D) against its key (1, Hkv, Tk, D) and record it.
 
         ``mask()`` returns ``(visible, bias)`` for all the forward's queries (see
-        :func:`~anomaly_probe.probes.attention_hook.visible_from_mask`); it is called only when the
+        :func:`~anomaly_probe.attention.masks.visible_from_mask`); it is called only when the
         forward is accepted.
 
         Returns

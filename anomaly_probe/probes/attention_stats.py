@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from anomaly_probe.engines.step_context import StepInfo
+from anomaly_probe.step_context import StepInfo
 
 ATTN_METRICS = (
     "entropy", "entropy_norm", "logit_max", "logit_min",

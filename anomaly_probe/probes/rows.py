@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from anomaly_probe.engines.step_context import StepInfo
+from anomaly_probe.step_context import StepInfo
 
 _ROW_CHUNK = 256  # query rows per pass when a (Tq, Tk) distance map is needed
 

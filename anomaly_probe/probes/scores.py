@@ -1,10 +1,12 @@
-"""Scaled attention scores in float32, recomputed from a layer's query and key."""
+"""Scaled attention scores in float32, recomputed from a layer's query and key (shared GQA path)."""
 
 from __future__ import annotations
 
 from typing import Iterator
 
 import torch
+
+from anomaly_probe.attention import gqa_scores
 
 CHUNK_ELEMENTS = 1 << 22  # float32 scores per query chunk (16 MiB): never a T x T map
 
@@ -30,12 +32,7 @@ def scaled_scores(query: torch.Tensor, key: torch.Tensor, scaling: float,
     torch.Tensor
         Shape (B, H, Tq, Tk), float32.
     """
-    B, H, Tq, D = query.shape
-    Hkv, Tk = key.shape[1], key.shape[2]
-    g = H // Hkv
-    q = query.float() * scaling  # (B, H, Tq, D)
-    s = torch.matmul(q.reshape(B, Hkv, g * Tq, D), key.float().transpose(-1, -2))  # (B, Hkv, g*Tq, Tk)
-    s = s.view(B, H, Tq, Tk)
+    s = gqa_scores(query.float() * scaling, key)  # (B, H, Tq, Tk)
     if softcap is not None:
         s = torch.tanh(s / softcap) * softcap
     return s
@@ -55,13 +52,7 @@ def scores_into(out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, scali
     bias : torch.Tensor, optional
         Additive scores broadcastable to (1, H, Tq, Tk).
     """
-    _, H, Tq, D = query.shape
-    Hkv, Tk = key.shape[1], key.shape[2]
-    g = H // Hkv
-    if query.dtype != torch.float32:  # (the model's own dtype needs no conversion call)
-        query, key = query.float(), key.float()
-    q = (query * scaling).reshape(Hkv, g * Tq, D)  # a view for one query
-    torch.matmul(q, key.reshape(Hkv, Tk, D).transpose(1, 2), out=out.view(Hkv, g * Tq, Tk))  # (Hkv, g*Tq, Tk)
+    gqa_scores(query.float() * scaling, key, out=out[None])  # (1, H, Tq, Tk) written in place
     if softcap is not None:
         out.copy_(torch.tanh(out / softcap) * softcap)
     if bias is not None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomaly_probe.engines.step_context import StepInfo
 from anomaly_probe.errors import UserError
 from anomaly_probe.probes.attention_hook import recording_attention
 from anomaly_probe.probes.attention_probe import AttentionProbe
@@ -23,6 +22,7 @@ from anomaly_probe.probes.process_probe import ProcessProbe
 from anomaly_probe.probes.rows import StepRows
 from anomaly_probe.probes.threads import single_thread
 from anomaly_probe.probes.trace import save_trace, trace_steps
+from anomaly_probe.step_context import StepInfo
 
 
 class ProbeSession:
@@ -77,7 +77,7 @@ class ProbeSession:
 
     # ------------------------------------------------------------------ StepObserver
     def after_forward(self, info: StepInfo, cache, seconds: float) -> None:
-        """Engine callback after every forward (see :class:`~anomaly_probe.engines.step_context.StepObserver`)."""
+        """Engine callback after every forward (see :class:`~anomaly_probe.step_context.StepObserver`)."""
         self._forwards += 1
         with single_thread(self.device), torch.no_grad():
             row0, n_rows = self.rows.register(info), int(info.q_abs.numel())

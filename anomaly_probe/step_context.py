@@ -1,9 +1,10 @@
-"""What the engine is doing right now, published for probes.
+"""The engine-probe step contract: what the engine is doing right now, published for probes.
 
 Before every forward an engine sets :data:`CURRENT_STEP` to a :class:`StepInfo` describing which
 absolute tokens are queries and keys and at which RoPE positions. Attention probes read it (a context
 variable, not a global), and after the forward the engine calls ``observer.after_forward`` so cache and
-process probes can measure. Engines never import probes: the dependency points one way.
+process probes can measure. This module is neutral ground: engines and probes both import it and
+neither imports the other (it imports nothing of ours).
 """
 
 from __future__ import annotations
@@ -68,4 +69,11 @@ engine's attention) calls it once per layer and forward with ``module`` (the att
 (B, H, Tq, Tk) with GQA keys already repeated, and ``visible``: boolean keys-attended mask
 broadcastable to (B, H, Tq, Tk), or ``None`` for all keys. Callers may call it several times per
 forward on disjoint query chunks (rows of ``CURRENT_STEP.get().q_abs`` in order) to bound memory.
+"""
+
+RECORDING_IMPLEMENTATION = "anomaly_probe_record"
+"""Attention-implementation name (prefix) of the attention probe's recording wrapper.
+
+The probe registers its wrapper under this name (``_2``, ``_3``... if taken). An engine that replaces
+the attention function may replace the wrapper: its own attention calls :data:`ATTENTION_RECORDER`.
 """
