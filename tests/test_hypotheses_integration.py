@@ -9,8 +9,8 @@ import pytest
 from anomaly_probe.config import RunConfig
 from anomaly_probe.hypotheses import ExperimentSettings
 from anomaly_probe.hypotheses_names import HYPOTHESES
-from anomaly_probe.pipeline import run_pipeline
-from anomaly_probe.runner import Session, prepare_run_dir
+from anomaly_probe.run.pipeline import run_pipeline
+from anomaly_probe.run.session import Session, prepare_run_dir
 from anomaly_probe.stats.thresholds import Thresholds
 
 SMALL = ExperimentSettings(stepwise_tokens=200, ballast_cap_bytes=64 * 2**20)
