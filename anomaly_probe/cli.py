@@ -56,50 +56,16 @@ def _positive_or_any_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from anomaly_probe.device import DEVICES, DTYPES
-    from anomaly_probe.engines import ENGINE_CHOICES
-    from anomaly_probe.hypotheses_names import HYPOTHESIS_CHOICES
-
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. ``defaults=False``: ``run`` without defaults, so a parse holds only the
+    flags that were typed (``run --resume`` checks those against the saved run)."""
     parser = _Parser(prog="anomaly-probe", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-
-    run = sub.add_parser("run", help="score baseline vs method and test hypotheses",
-                         epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = run.add_argument_group("what to diagnose")
-    g.add_argument("--hypothesis", nargs="+", default=["all"], metavar="NAME",
-                   help=f"one or more of: {', '.join(HYPOTHESIS_CHOICES)} (default: all)")
-    g = run.add_argument_group("model and text")
-    g.add_argument("--model", default="smollm2-135m",
-                   help="smollm2-135m (default), tiny-neox, a hub ID, a local folder or a .gguf file")
-    g.add_argument("--trained-context", type=_positive_or_any_int, default=None,
-                   help="override the trained context read from the model config (tokens)")
-    g.add_argument("--text", default=None, help=".txt or .jsonl (field 'text'); default: pydoc_data.topics")
-    g.add_argument("--max-tokens", type=_positive_or_any_int, nargs="+", default=[1024], metavar="N",
-                   help="sample length(s) in tokens (default 1024)")
-    g.add_argument("--num-samples", type=_positive_or_any_int, default=1, help="non-overlapping samples per length")
-    g = run.add_argument_group("KV-cache method")
-    g.add_argument("--method", default="streaming_llm", help="streaming_llm (default), window or full")
-    g.add_argument("--sink-size", type=_positive_or_any_int, default=4, help="attention sinks kept (default 4)")
-    g.add_argument("--recent-size", type=_positive_or_any_int, default=252,
-                   help="recent tokens kept (default 252); the window method keeps sink+recent recent tokens")
-    g.add_argument("--position-mode", default="in-cache", help="in-cache (default), absolute or naive")
-    g = run.add_argument_group("execution")
-    g.add_argument("--engine", default="auto", help=f"one of {', '.join(ENGINE_CHOICES)}")
-    g.add_argument("--chunk-size", type=_positive_or_any_int, default=1024,
-                   help="queries per forward in the batched engine")
-    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
-    g.add_argument("--dtype", default="auto", help=f"auto (float32 on CPU, float16 on GPU), {', '.join(DTYPES)}")
-    g.add_argument("--seed", type=_positive_or_any_int, default=0)
-    g.add_argument("--stepwise-tokens", type=_positive_or_any_int, default=1024,
-                   help="eval-bias: the token loop scores this prefix of each sample (0: all; default 1024)")
-    g.add_argument("--probes", default="auto", help="auto (default: cache, process), all, none, or NAME,... "
-                   "(attention, cache, process); the attention probe costs O(T^2) per run")
-    g.add_argument("--out", default=None, help="run folder (default reports/<time>-<model>)")
-    g = run.add_argument_group("interrupted runs")
-    g.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR with its saved settings, skipping finished units "
-                        "(other run flags must match the saved ones)")
+    run = sub.add_parser("run", help="score baseline vs method and test hypotheses", epilog=EPILOG_RUN,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
+    _add_run_arguments(run)
+    if defaults:
+        run.set_defaults(**run_defaults())
     _add_report_arguments(sub.add_parser("report", help="re-render report.html and figures from saved runs",
                                          epilog=EPILOG_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter))
     _add_check_arguments(sub.add_parser("check", help="sanity checks of the engines and of your own scorer (CI)",
@@ -109,15 +75,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_defaults() -> dict:
+    """Defaults of the ``run`` flags: the :class:`~anomaly_probe.config.RunConfig` defaults, except that
+    the command line tests every hypothesis unless told otherwise."""
+    from dataclasses import asdict
+
+    from anomaly_probe.config import RunConfig
+
+    defaults = asdict(RunConfig())
+    del defaults["hypotheses"]
+    return defaults | {"hypothesis": ["all"], "resume": None}
+
+
+def _add_model_arguments(g, model_help: str, trained_context: bool = False) -> None:
+    """``--model`` (and ``--trained-context``) and ``--text``, shared by run and check (defaults: the caller's)."""
+    g.add_argument("--model", help=model_help)
+    if trained_context:
+        g.add_argument("--trained-context", type=_positive_or_any_int,
+                       help="override the trained context read from the model config (tokens)")
+    g.add_argument("--text", help=".txt or .jsonl (field 'text'); default: pydoc_data.topics")
+
+
+def _add_device_arguments(g) -> None:
+    """``--device``, ``--dtype`` and ``--seed``, shared by run and check (defaults: the caller's)."""
+    from anomaly_probe.device import DEVICES, DTYPES
+
+    g.add_argument("--device", help=f"one of {', '.join(DEVICES)}")
+    g.add_argument("--dtype", help=f"auto (float32 on CPU, float16 on GPU), {', '.join(DTYPES)}")
+    g.add_argument("--seed", type=_positive_or_any_int)
+
+
+def _add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """The ``run`` flags, without defaults (see :func:`run_defaults`)."""
+    from anomaly_probe.engines import ENGINE_CHOICES
+    from anomaly_probe.hypotheses_names import HYPOTHESIS_CHOICES
+
+    g = run.add_argument_group("what to diagnose")
+    g.add_argument("--hypothesis", nargs="+", metavar="NAME",
+                   help=f"one or more of: {', '.join(HYPOTHESIS_CHOICES)} (default: all)")
+    g = run.add_argument_group("model and text")
+    _add_model_arguments(g, "smollm2-135m (default), tiny-neox, a hub ID, a local folder or a .gguf file",
+                         trained_context=True)
+    g.add_argument("--max-tokens", type=_positive_or_any_int, nargs="+", metavar="N",
+                   help="sample length(s) in tokens (default 1024)")
+    g.add_argument("--num-samples", type=_positive_or_any_int, help="non-overlapping samples per length")
+    g = run.add_argument_group("KV-cache method")
+    g.add_argument("--method", help="streaming_llm (default), window or full")
+    g.add_argument("--sink-size", type=_positive_or_any_int, help="attention sinks kept (default 4)")
+    g.add_argument("--recent-size", type=_positive_or_any_int,
+                   help="recent tokens kept (default 252); the window method keeps sink+recent recent tokens")
+    g.add_argument("--position-mode", help="in-cache (default), absolute or naive")
+    g = run.add_argument_group("execution")
+    g.add_argument("--engine", help=f"one of {', '.join(ENGINE_CHOICES)}")
+    g.add_argument("--chunk-size", type=_positive_or_any_int, help="queries per forward in the batched engine")
+    _add_device_arguments(g)
+    g.add_argument("--stepwise-tokens", type=_positive_or_any_int,
+                   help="eval-bias: the token loop scores this prefix of each sample (0: all; default 1024)")
+    g.add_argument("--probes", help="auto (default: cache, process), all, none, or NAME,... "
+                   "(attention, cache, process); the attention probe costs O(T^2) per run")
+    g.add_argument("--out", help="run folder (default reports/<time>-<model>)")
+    g = run.add_argument_group("interrupted runs")
+    g.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR with its saved settings, skipping finished units "
+                        "(other run flags must match the saved ones)")
+
+
 def _add_check_arguments(chk: argparse.ArgumentParser) -> None:
     chk.description = ("Sanity checks, each passing or failing on its own: stepwise == batched, capacity >= length "
                        "== full, probes change nothing, same seed == same result, token accounting, finite NLL, "
                        "stepwise == parallel per method and position mode; with --scorer, your scorer vs the "
                        "reference.")
     g = chk.add_argument_group("model and samples")
-    g.add_argument("--model", default="tiny-neox",
-                   help="tiny-neox (default, seconds), smollm2-135m, a hub ID, a folder or a .gguf file")
-    g.add_argument("--text", default=None, help=".txt or .jsonl (field 'text'); default: pydoc_data.topics")
+    _add_model_arguments(g, "tiny-neox (default, seconds), smollm2-135m, a hub ID, a folder or a .gguf file")
     g.add_argument("--max-tokens", type=_positive_or_any_int, default=256, metavar="N",
                    help="tokens per sample (default 256; must exceed sink + recent + 1)")
     g.add_argument("--num-samples", type=_positive_or_any_int, default=2,
@@ -138,11 +167,8 @@ def _add_check_arguments(chk: argparse.ArgumentParser) -> None:
     g.add_argument("--json", default=None, metavar="FILE", help="write every check as JSON")
     g.add_argument("--junit", default=None, metavar="FILE", help="write JUnit XML (one testcase per check)")
     g = chk.add_argument_group("execution")
-    from anomaly_probe.device import DEVICES, DTYPES
-
-    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
-    g.add_argument("--dtype", default="auto", help=f"auto (float32 on CPU, float16 on GPU), {', '.join(DTYPES)}")
-    g.add_argument("--seed", type=_positive_or_any_int, default=0)
+    _add_device_arguments(g)
+    chk.set_defaults(model="tiny-neox", text=None, device="auto", dtype="auto", seed=0)
 
 
 def _add_import_arguments(imp: argparse.ArgumentParser) -> None:
@@ -198,136 +224,19 @@ def build_report_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from anomaly_probe.interrupts import sigterm_as_interrupt
+    from anomaly_probe.run.command import run_command
 
-    with sigterm_as_interrupt():  # kill / a scheduler's time limit: kept like Ctrl-C
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from anomaly_probe.config import RunConfig
-    from anomaly_probe.console import comparisons_table, console, err_console, runs_table, verdicts_table
-    from anomaly_probe.hypotheses_names import resolve_hypotheses
-    from anomaly_probe.pipeline import run_pipeline
-    from anomaly_probe.runner import Session, prepare_run_dir, validate_config
-
-    saved = _saved_run(args) if args.resume is not None else None
-    if saved is not None and saved.status == "complete":
-        console.print(f"{saved.run_dir} holds a complete run: nothing to resume. Re-render its report with "
-                      f"`anomaly-probe report {saved.run_dir}`, or start a new run with another --out.",
-                      highlight=False, soft_wrap=True)
-        return 0
-    if saved is not None:
-        config, run_dir = saved.config, saved.run_dir
-    else:
-        config = RunConfig(
-            model=args.model, trained_context=args.trained_context, text=args.text, max_tokens=args.max_tokens,
-            num_samples=args.num_samples, method=args.method, sink_size=args.sink_size,
-            recent_size=args.recent_size, position_mode=args.position_mode, engine=args.engine,
-            chunk_size=args.chunk_size, device=args.device, dtype=args.dtype, seed=args.seed, out=args.out,
-            hypotheses=resolve_hypotheses(args.hypothesis), probes=args.probes, stepwise_tokens=args.stepwise_tokens,
-        )
-        validate_config(config)
-        run_dir = prepare_run_dir(config)
-    try:
-        session = _load_session(Session, config, run_dir)
-    except BaseException:
-        if saved is None:
-            _remove_if_empty(run_dir)
-        raise
-    if saved is not None:
-        from anomaly_probe.resume import restore
-
-        for note in restore(session, saved):
-            err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-        console.print(f"resuming {run_dir}: {len(session.runs)} finished unit(s) kept", highlight=False)
-    console.print(f"[bold]anomaly-probe[/] {session.loaded.spec} ({session.loaded.arch}, trained context "
-                  f"{session.loaded.trained_context}) on {session.device.type}/{session.environment['dtype']}; "
-                  f"text {session.ids.numel()} tokens; run folder {run_dir}")
-    try:
-        session.save()  # from here on the folder is resumable, even after a hard kill
-        run_pipeline(session)
-    except KeyboardInterrupt:
-        session.status = "interrupted"
-        session.save()
-        err_console.print(f"interrupted: {len(session.runs)} finished unit(s) are saved in {run_dir}; continue with "
-                          f"`anomaly-probe run --resume {run_dir}`", markup=False, highlight=False, soft_wrap=True)
-        return 130
-    except Exception:
-        session.status = "failed"
-        session.save()
-        raise
-    report = _write_run_report(run_dir)
-    console.print(runs_table(session.runs))
-    console.print(comparisons_table(session.comparisons))
-    if session.verdicts:
-        console.print(verdicts_table(session.verdicts))
-        console.print(f"[bold]headline:[/] {session.headline}", soft_wrap=True)
-    if session.failures:
-        err_console.print(f"{len(session.failures)} unit(s) failed (see failures in results.json); the verdicts "
-                          "that needed them are ERROR", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"results: {run_dir / 'results.json'}")
-    if report is not None:
-        console.print(f"report: {report}")
-    return 0
-
-
-def _load_session(session_cls, config, run_dir):
-    """The session (model, text); running out of memory while loading is the user's to fix."""
-    from anomaly_probe.errors import UserError
-    from anomaly_probe.failures import is_out_of_memory
-
-    try:
-        return session_cls(config, run_dir)
-    except Exception as exc:
-        if not is_out_of_memory(exc):
-            raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise UserError(f"out of memory while loading {config.model!r} ({first}); try --dtype float16 or "
-                        "bfloat16, another --device, or a smaller model") from None
-
-
-def _saved_run(args: argparse.Namespace):
-    """The run folder named by ``--resume``, after checking that no other flag contradicts it."""
-    from anomaly_probe.errors import UserError
-    from anomaly_probe.resume import check_flags, load_saved_run
-    from anomaly_probe.runner import validate_config
-
-    saved = load_saved_run(args.resume)
-    check_flags(_given_run_flags(args), saved)
-    try:
-        validate_config(saved.config)
-    except UserError as exc:
-        raise UserError(f"--resume {args.resume!r}: the saved settings are not valid here ({exc})") from None
-    return saved
+    return run_command(args, _given_run_flags(args) if args.resume is not None else {})
 
 
 def _given_run_flags(args: argparse.Namespace) -> dict:
-    """The run flags the user typed (destination -> value), found by parsing again without defaults."""
+    """The run flags the user typed (destination -> value): ``argv`` parsed again without defaults."""
     argv = getattr(args, "_argv", None)
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
-    run = sub.choices["run"]
     if argv is None:  # called without main(): what differs from the defaults
-        defaults = vars(parser.parse_args(["run"]))
-        return {k: v for k, v in vars(args).items() if k in defaults and v != defaults[k] and k != "command"}
-    for action in run._actions:  # noqa: SLF001 - argparse has no public way to list a parser's actions
-        action.default = argparse.SUPPRESS
-    given, _ = parser.parse_known_args(argv)
+        defaults = run_defaults()
+        return {k: v for k, v in vars(args).items() if k in defaults and v != defaults[k]}
+    given, _ = build_parser(defaults=False).parse_known_args(argv)
     return {k: v for k, v in vars(given).items() if k != "command"}
-
-
-def _write_run_report(run_dir):
-    """The run's report; a failure here is reported but does not fail the finished run."""
-    from anomaly_probe.console import err_console
-    from anomaly_probe.reports import write_report
-
-    try:
-        return write_report(run_dir)
-    except Exception as exc:  # noqa: BLE001 - results.json is saved; the report can be re-rendered
-        err_console.print(f"report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
-                          f"`anomaly-probe report {run_dir}`", markup=False, soft_wrap=True)
-        return None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -351,13 +260,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     from anomaly_probe.importer.command import run_import
 
     return run_import(args)
-
-
-def _remove_if_empty(path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
 
 
 def _one_line(message: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 STATUSES = ("supported", "refuted", "inconclusive", "error")
 
@@ -36,6 +36,8 @@ class Verdict:
     acts_on : str
         ``"baseline"`` (a cause: the intervention changes the full cache) or ``"method"`` (a
         method-side check: it changes the compressed cache); derived from the hypothesis name.
+    extra : dict
+        Keys of a saved verdict this version does not know (kept, written back by ``to_dict``).
     """
 
     hypothesis: str
@@ -51,6 +53,7 @@ class Verdict:
     evidence: dict = field(default_factory=dict)
     max_tokens: int | None = None
     acts_on: str = ""
+    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.acts_on:
@@ -59,4 +62,17 @@ class Verdict:
             self.acts_on = acts_on(self.hypothesis)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The ``results.json`` ``verdicts[]`` entry."""
+        out = asdict(self)
+        out.update(out.pop("extra"))
+        return out
+
+    @classmethod
+    def from_dict(cls, data) -> "Verdict":
+        """A saved ``verdicts[]`` entry; ValueError when it is not an object with a hypothesis and status."""
+        if not isinstance(data, dict) or not isinstance(data.get("hypothesis"), str) \
+                or not isinstance(data.get("status"), str):
+            raise ValueError("Verdict: expected an object with a hypothesis and a status")
+        known = {f.name for f in fields(cls) if f.name != "extra"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   extra={k: v for k, v in data.items() if k not in known})

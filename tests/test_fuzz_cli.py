@@ -89,7 +89,7 @@ def cheap(monkeypatch, ws):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("anomaly_probe.cli._write_run_report", lambda run_dir: None)
+    monkeypatch.setattr("anomaly_probe.run.command._write_run_report", lambda run_dir: None)
     monkeypatch.setattr("anomaly_probe.importer.command._report", lambda run_dir, console: None)
     yield
     torch.set_num_threads(before)

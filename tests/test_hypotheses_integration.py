@@ -9,8 +9,8 @@ import pytest
 from anomaly_probe.config import RunConfig
 from anomaly_probe.hypotheses import ExperimentSettings
 from anomaly_probe.hypotheses_names import HYPOTHESES
-from anomaly_probe.pipeline import run_pipeline
-from anomaly_probe.runner import Session, prepare_run_dir
+from anomaly_probe.run.pipeline import run_pipeline
+from anomaly_probe.run.session import Session, prepare_run_dir
 from anomaly_probe.stats.thresholds import Thresholds
 
 SMALL = ExperimentSettings(stepwise_tokens=200, ballast_cap_bytes=64 * 2**20)
@@ -46,6 +46,12 @@ def test_every_hypothesis_runs_end_to_end_on_tiny_neox(tmp_path):
     # Each distinct run is scored once, whoever asked for it.
     keys = [r["key"] for r in res["runs"]]
     assert len(keys) == len(set(keys))
+    # The planner's role table is saved: every unit is in it, and each role lists one unit per sample.
+    assert {k for e in res["roles"] for k in e["units"]} == set(keys)
+    assert all(len(e["units"]) == 2 for e in res["roles"])
+    roles = {(e["hypothesis"], e["role"]): e["units"] for e in res["roles"]}
+    assert roles[("none", "baseline")] == roles[("position", "baseline")]
+    assert all("recompute" in k for k in roles[("position", "oracle")])
     # The tiny model's trained context is 128, so the recompute oracle really differs from the full cache.
     oracle = [r for r in res["runs"] if r["method"] == "recompute"]
     assert oracle and all(r["tokens_scored"] == 699 for r in oracle)

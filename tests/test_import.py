@@ -94,7 +94,7 @@ def test_planted_break_supports_position_and_writes_a_report(tmp_path, capsys):
             assert z["nll"].shape == (N,)
         assert (out_dir / r["trace_file"]).exists()
     assert res["comparisons"][0]["nll_gap_mean"] > 0.3
-    assert "position" in res["headline"] and "supported" in res["headline"]
+    assert "the logs point to positions beyond the trained context (est. share" in res["headline"]
     assert (out_dir / "report.html").exists() and any((out_dir / "figures").glob("*.png"))
     assert "report:" in out and "SUPPORTED" in out
 
@@ -247,3 +247,24 @@ def test_import_needs_no_torch(tmp_path):
             "print(rc, 'torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip().splitlines()[-1] == "0 False", res.stdout + res.stderr
+
+
+def test_import_ranks_and_headlines_like_run_and_saves_its_role_table(tmp_path, capsys):
+    from anomaly_probe.ranking import rank
+    from anomaly_probe.verdict import Verdict
+
+    base, meth = synthetic(break_at=TC)
+    b, m = write_csv(tmp_path / "b.csv", base), write_csv(tmp_path / "m.csv", meth)
+    code, _, err = run_cli(capsys, ["import", "--baseline", str(b), "--method", str(m), "--trained-context", str(TC),
+                                    "--out", str(tmp_path / "run")])
+    assert code == 0, err
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    saved = [Verdict.from_dict(v) for v in res["verdicts"]]
+    assert [v.hypothesis for v in saved] == [v.hypothesis for v in rank(saved)]
+    assert [v.hypothesis for v in saved][-2:] == ["handling", "sinks"]  # method-side checks after the causes
+    assert "In the imported logs" in res["headline"] and "the logs point to positions beyond the trained context " \
+        "(est. share" in res["headline"] and "method-side checks: handling inconclusive" in res["headline"]
+    roles = {e["role"]: e["units"] for e in res["roles"] if e["hypothesis"] == "none"}
+    keys = {r["key"]: r for r in res["runs"]}
+    assert [keys[k]["method"] for k in roles["baseline"]] == ["full", "full"]
+    assert [keys[k]["method"] for k in roles["method"]] == ["imported", "imported"]

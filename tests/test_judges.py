@@ -207,7 +207,7 @@ def test_statistics_use_only_positions_past_the_trained_context():
 def test_causes_rank_before_method_side_checks():
     """Dropping the sinks wrecks the method (share >> 1), but that is what the method needs, not why the
     baseline fails: position (an intervention on the baseline) ranks first."""
-    from anomaly_probe.hypotheses.runner import rank
+    from anomaly_probe.ranking import rank
     from anomaly_probe.verdict import Verdict
 
     vs = [Verdict("sinks", "supported", explained_share=5.0, ci_low=4.0, ci_high=6.0, max_tokens=12000),

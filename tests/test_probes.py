@@ -242,7 +242,7 @@ def test_nothing_left_after_exit_even_on_error(tiny, tiny_ids):
 
 
 def test_nothing_registered_at_import():
-    code = ("import anomaly_probe.probes, anomaly_probe.runner; from transformers import AttentionInterface;"
+    code = ("import anomaly_probe.probes, anomaly_probe.run.session; from transformers import AttentionInterface;"
             "from transformers.masking_utils import AttentionMaskInterface as M;"
             "print(sorted(n for n in [*AttentionInterface._global_mapping, *M._global_mapping] if 'anomaly' in n))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

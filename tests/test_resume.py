@@ -98,7 +98,7 @@ def test_sigterm_after_the_first_unit_then_resume_gives_the_same_numbers(tmp_pat
 
 
 def test_ctrl_c_keeps_finished_units_and_resume_completes(tmp_path, reference, monkeypatch, capsys):
-    from anomaly_probe import runner
+    from anomaly_probe.run import session as runner
 
     real = runner.Session.score
     calls = []

@@ -66,7 +66,7 @@ def test_oom_in_one_unit_is_recorded_with_a_remedy_and_the_rest_finishes(tmp_pat
 def test_out_of_memory_is_recognised_in_every_form():
     from anomaly_probe.failures import failure_message, is_out_of_memory
     from anomaly_probe.methods import FullCache
-    from anomaly_probe.units import Unit
+    from anomaly_probe.run.units import Unit
 
     unit = Unit(4000, 0, FullCache(), "batched", "ballast-1024")
     for exc in (torch.OutOfMemoryError("x"), torch.cuda.OutOfMemoryError("x"), MemoryError(),

@@ -24,7 +24,7 @@ def run_check(args: argparse.Namespace) -> int:
     from anomaly_probe.check.scorer_load import load_scorer
     from anomaly_probe.check.suite import all_checks, run_suite, selected
     from anomaly_probe.console import console
-    from anomaly_probe.results import write_json
+    from anomaly_probe.rundir import write_json
 
     options = options_from_args(args)
     method = validate_options(options)

@@ -15,8 +15,8 @@ def run_import(args: argparse.Namespace) -> int:
     from anomaly_probe.importer.logs import read_log
     from anomaly_probe.importer.pair import pair_logs
     from anomaly_probe.importer.verdicts import headline, judge_all
-    from anomaly_probe.importer.write import (build_runs, comparison, environment, max_tokens_of, prepare_dir,
-                                              write_results)
+    from anomaly_probe.importer.write import build_runs, comparison, environment, max_tokens_of, prepare_dir, roles
+    from anomaly_probe.rundir import Results, write_results
     from anomaly_probe.stats.thresholds import DEFAULT_THRESHOLDS
 
     th = DEFAULT_THRESHOLDS
@@ -42,14 +42,13 @@ def run_import(args: argparse.Namespace) -> int:
               "columns": {role: log.columns for role, log in logs.items()}, "memory_unit": args.memory_unit,
               "trained_context": tc, "trained_context_source": tc_source, "model_config": args.model_config,
               "out": str(run_dir)}
-    write_results(run_dir, {
-        "environment": environment(logs), "config": config,
-        "model": {"spec": "imported logs", "source": tc_source, "arch": None, "trained_context": tc,
-                  "num_layers": None},
-        "method": {"method": "imported", "label": label}, "runs": runs, "comparisons": [comparison(pairs, label)],
-        "verdicts": [v.to_dict() for v in verdicts], "headline": headline(pairs, verdicts, label, th), "failures": [],
-        "thresholds": th.to_dict(), "experiment_settings": {"source": "imported logs", "max_tokens": L},
-    })
+    write_results(run_dir, Results(
+        status="complete", environment=environment(logs), config=config,
+        model={"spec": "imported logs", "source": tc_source, "arch": None, "trained_context": tc, "num_layers": None},
+        method={"method": "imported", "label": label}, runs=runs, comparisons=[comparison(pairs, label)],
+        verdicts=verdicts, headline=headline(pairs, verdicts, label, th), failures=[],
+        thresholds=th.to_dict(), experiment_settings={"source": "imported logs", "max_tokens": L}, roles=roles(pairs),
+    ))
     _report(run_dir, console)
     console.print(f"results: {run_dir / 'results.json'}", highlight=False)
     return 0

@@ -1,7 +1,9 @@
 """Which saved run plays which part: baseline, method under test, recompute oracle, interventions.
 
-The naming follows docs/FORMATS.md ("Interventions"). Functions return run dicts grouped by
-``(max_tokens, sample)`` so that figures compare runs on the same tokens.
+The planner's role table (results.json ``roles``) says which unit is the baseline, the method and the
+oracle; a folder written before it was saved falls back to the naming of docs/FORMATS.md
+("Interventions"). Functions return run dicts grouped by ``(max_tokens, sample)`` so that figures
+compare runs on the same tokens.
 """
 
 from __future__ import annotations
@@ -27,12 +29,19 @@ def method_label(data: RunData) -> str | None:
 
 
 def role_runs(data: RunData, role: str) -> list[dict]:
-    """Plain runs of one role.
+    """Runs of one role (``baseline``, ``method`` or ``oracle``), in the order they were saved.
 
+    From the saved role table when the folder has one. Otherwise guessed from the run records:
     ``baseline``: full cache, no intervention, preferring a non-stepwise engine (the baseline is
     scored batched; a stepwise full-cache run is the eval-bias check). ``method``: the method under
     test, no intervention. ``oracle``: method ``recompute``.
     """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+    table = data.roles
+    if table:
+        keys = {k for entry in table if entry.role == role for k in entry.units}
+        return [r for r in data.runs if r.get("key") in keys]
     runs = [r for r in data.runs if plain(r)]
     if role == "baseline":
         full = [r for r in runs if r.get("method") == "full"]
@@ -41,9 +50,7 @@ def role_runs(data: RunData, role: str) -> list[dict]:
     if role == "method":
         label = method_label(data)
         return [r for r in runs if label is not None and r.get("label") == label and r.get("method") != "full"]
-    if role == "oracle":
-        return [r for r in data.runs if r.get("method") == "recompute"]
-    raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+    return [r for r in data.runs if r.get("method") == "recompute"]  # oracle
 
 
 def by_length_sample(runs: list[dict]) -> dict[int, dict[int, dict]]:

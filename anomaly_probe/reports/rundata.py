@@ -7,19 +7,16 @@ it are skipped and the report says so.
 
 from __future__ import annotations
 
-import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from anomaly_probe.errors import UserError
-from anomaly_probe.results import SCHEMA_VERSION
+from anomaly_probe.rundir import RoleEntry, load_npz, read
 
 
 def load_run(run_dir: str | Path) -> "RunData":
-    """Read and check ``RUN_DIR/results.json``.
+    """Read and check ``RUN_DIR/results.json`` (:func:`anomaly_probe.rundir.read`).
 
     Raises
     ------
@@ -27,25 +24,8 @@ def load_run(run_dir: str | Path) -> "RunData":
         The folder is missing, has no results.json, the file is not a JSON object, or its
         ``schema_version`` is not one this version reads.
     """
-    run_dir = Path(run_dir).expanduser()
-    if not run_dir.is_dir():
-        raise UserError(f"{str(run_dir)!r} is not a folder (expected a run folder holding results.json)")
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise UserError(f"{str(run_dir)!r} has no results.json; is it a run folder from `anomaly-probe run`?")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{str(path)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {str(path)!r}: {exc}") from None
-    if not isinstance(results, dict):
-        raise UserError(f"{str(path)!r} holds a {type(results).__name__}, not a results object")
-    version = results.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise UserError(f"{str(path)!r} has schema_version {version!r}; this anomaly-probe reads "
-                        f"schema_version {SCHEMA_VERSION} only")
-    return RunData(run_dir, results)
+    folder = read(run_dir)
+    return RunData(folder.run_dir, folder.data)
 
 
 @dataclass
@@ -106,6 +86,19 @@ class RunData:
         text = self.results.get("headline")
         return text if isinstance(text, str) and text.strip() else None
 
+    @property
+    def roles(self) -> list[RoleEntry] | None:
+        """The planner's role table (which unit plays which role), or None in a folder written before it was saved."""
+        if not isinstance(self.results.get("roles"), list):
+            return None
+        out = []
+        for item in self.results["roles"]:
+            try:
+                out.append(RoleEntry.from_dict(item))
+            except (TypeError, ValueError):
+                continue
+        return out
+
     def verdict(self, hypothesis: str) -> dict | None:
         """The hypothesis' verdict at the longest sample length (verdicts may come one per length)."""
         mine = [v for v in self.verdicts if v.get("hypothesis") == hypothesis]
@@ -124,9 +117,5 @@ class RunData:
         if not isinstance(rel, str) or not rel:
             return None
         if rel not in self._arrays:
-            try:
-                with np.load(self.run_dir / rel, allow_pickle=False) as z:
-                    self._arrays[rel] = {k: z[k] for k in z.files}
-            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
-                self._arrays[rel] = None
+            self._arrays[rel] = load_npz(self.run_dir, rel)
         return self._arrays[rel]

@@ -9,33 +9,30 @@ into the session; the pipeline then scores only what is missing and judges every
 
 from __future__ import annotations
 
-import json
 import types
 import typing
-import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
-
 from anomaly_probe.config import RunConfig
 from anomaly_probe.errors import UserError
-from anomaly_probe.results import SCHEMA_VERSION
-
-TOKEN_ARRAYS = ("nll", "correct", "query_pos", "n_keys")
+from anomaly_probe.rundir import RunFolder, check_writable, load_tokens, read
 
 
 @dataclass
 class SavedRun:
-    """A run folder read back: its path, its ``results.json`` and the configuration it ran with."""
+    """A run folder read back for ``--resume``: the folder and the configuration it ran with."""
 
-    run_dir: Path
-    results: dict
+    folder: RunFolder
     config: RunConfig
 
     @property
+    def run_dir(self) -> Path:
+        return self.folder.run_dir
+
+    @property
     def status(self) -> str:
-        return str(self.results.get("status"))
+        return self.folder.status
 
 
 def load_saved_run(path: str) -> SavedRun:
@@ -44,38 +41,19 @@ def load_saved_run(path: str) -> SavedRun:
     Raises
     ------
     UserError
-        No such folder, no or unreadable results.json, another schema, an ``import`` folder, or a
-        saved configuration this version cannot use.
+        No such folder, no or unreadable results.json, another schema (:func:`anomaly_probe.rundir.read`),
+        an ``import`` folder, a saved configuration this version cannot use, or an unfinished run in a
+        folder that cannot be written.
     """
-    run_dir = Path(path).expanduser()
+    folder = read(path, resume=True)
     where = f"--resume {path!r}"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"{where} is a file; give the run folder printed by `anomaly-probe run`")
-    if not run_dir.is_dir():
-        raise UserError(f"{where}: no such folder (give the run folder printed by `anomaly-probe run`)")
-    file = run_dir / "results.json"
-    if not file.is_file():
-        raise UserError(f"{where}: no results.json in the folder, so nothing was saved to resume; start a new run")
-    try:
-        results = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{where}: results.json is not valid JSON (line {exc.lineno}: {exc.msg}); "
-                        "start a new run with another --out") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{where}: cannot read results.json ({type(exc).__name__})") from None
-    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
-        version = results.get("schema_version") if isinstance(results, dict) else None
-        raise UserError(f"{where}: results.json has schema_version {version!r}; this anomaly-probe resumes "
-                        f"schema_version {SCHEMA_VERSION} only")
-    config = results.get("config")
+    config = folder.data.get("config")
     if isinstance(config, dict) and config.get("command") == "import":
         raise UserError(f"{where}: this folder was written by `anomaly-probe import`; there is nothing to resume")
-    saved = SavedRun(run_dir, results, config_from_saved(config, where))
+    saved = SavedRun(folder, config_from_saved(config, where))
     if saved.status != "complete":
         try:
-            probe = run_dir / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            check_writable(folder.run_dir)
         except OSError as exc:
             raise UserError(f"{where}: the folder is not writable ({exc.strerror or exc}); fix its permissions "
                             "or copy it somewhere writable and resume the copy") from None
@@ -154,6 +132,11 @@ def _show(value) -> str:
 def restore(session, saved: SavedRun) -> list[str]:
     """Put the saved finished units back into ``session`` (``runs`` and ``arrays``).
 
+    Parameters
+    ----------
+    session : Session
+        The freshly loaded session of the same run folder.
+
     Returns
     -------
     list of str
@@ -166,54 +149,33 @@ def restore(session, saved: SavedRun) -> list[str]:
     """
     _check_same_setup(session, saved)
     notes = []
-    for run in saved.results.get("runs") or []:
-        key = run.get("key") if isinstance(run, dict) else None
-        if not isinstance(key, str) or key in session.arrays:
+    for run in saved.folder.results.runs:
+        if not isinstance(run.key, str) or run.key in session.arrays:
             continue
-        arrays = _load_tokens(saved.run_dir, run)
-        trace = run.get("trace_file")
+        arrays = load_tokens(saved.run_dir, run.tokens_file, run.tokens_scored)
         if arrays is None:
-            notes.append(f"{key}: its tokens file is missing or unreadable; scoring it again")
-        elif trace and not (saved.run_dir / str(trace)).is_file():
-            notes.append(f"{key}: its trace file is missing; scoring it again")
+            notes.append(f"{run.key}: its tokens file is missing or unreadable; scoring it again")
+        elif run.trace_file and not (saved.run_dir / str(run.trace_file)).is_file():
+            notes.append(f"{run.key}: its trace file is missing; scoring it again")
         else:
             session.runs.append(run)
-            session.arrays[key] = arrays
+            session.arrays[run.key] = arrays
     return notes
 
 
 def _check_same_setup(session, saved: SavedRun) -> None:
     where = f"--resume {str(saved.run_dir)!r}"
-    env = saved.results.get("environment")
-    env = env if isinstance(env, dict) else {}
+    results = saved.folder.results
     for key in ("device", "dtype"):
-        was, now = env.get(key), session.environment.get(key)
+        was, now = results.environment.get(key), session.environment.get(key)
         if was is not None and was != now:
             raise UserError(f"{where}: the run was scored with {key} {was} but here it resolves to {now}; resume it "
                             f"where {key} {was} is available (mixed units would not be comparable)")
-    inputs = saved.results.get("inputs")
-    was = inputs.get("samples_sha256") if isinstance(inputs, dict) else None
+    was = (results.inputs or {}).get("samples_sha256")
     if was is not None and was != session.inputs["samples_sha256"]:
         raise UserError(f"{where}: the text's samples changed since the run started (different --text file "
                         "content or tokenizer); restore the text, or start a new run")
-    model = saved.results.get("model")
-    tc = model.get("trained_context") if isinstance(model, dict) else None
+    tc = results.model.get("trained_context")
     if tc is not None and tc != session.loaded.trained_context:
         raise UserError(f"{where}: the model's trained context was {tc}, now {session.loaded.trained_context}; "
                         "the model changed since the run started: start a new run")
-
-
-def _load_tokens(run_dir: Path, run: dict) -> dict[str, np.ndarray] | None:
-    rel = run.get("tokens_file")
-    if not isinstance(rel, str) or not rel:
-        return None
-    try:
-        with np.load(run_dir / rel, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in TOKEN_ARRAYS}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
-        return None
-    n = run.get("tokens_scored")
-    if any(a.ndim != 1 for a in arrays.values()) or len({a.size for a in arrays.values()}) != 1 \
-            or (isinstance(n, int) and arrays["nll"].size != n):
-        return None
-    return arrays

@@ -1,7 +1,8 @@
-"""A unit of work: one method scored on one sample with one engine (and later, one intervention).
+"""A unit: one scored job, one method on one sample with one engine (and maybe one intervention).
 
 Units are keyed by a stable string so that hypotheses asking for the same run share it, and a
-resumed run can skip what is done.
+resumed run can skip what is done. :func:`make_unit` is the one way to name a unit (it resolves the
+engine); :func:`pair_units` the one way to name the baseline and the method at a length and sample.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from anomaly_probe.engines import pick_engine
+from anomaly_probe.methods import FullCache
 from anomaly_probe.methods.base import CacheMethod
 
 
@@ -52,3 +55,17 @@ class Unit:
         if self.prefix is not None and self.prefix < self.max_tokens:
             raw += f"-prefix{self.prefix}"
         return re.sub(r"[^A-Za-z0-9._+-]+", "_", raw).strip("_")
+
+
+def make_unit(max_tokens: int, sample: int, method: CacheMethod, engine: str = "auto", intervention: str = "none",
+              prefix: int | None = None) -> Unit:
+    """The unit for these settings: ``engine`` resolved (``auto`` -> the fastest exact engine for the
+    method), a ``prefix`` that covers the whole sample dropped (so it shares the whole sample's key)."""
+    if prefix is not None and prefix >= max_tokens:
+        prefix = None
+    return Unit(max_tokens, sample, method, pick_engine(engine, method), intervention, prefix)
+
+
+def pair_units(max_tokens: int, sample: int, method: CacheMethod, engine: str) -> tuple[Unit, Unit]:
+    """The baseline (full cache) and the method under test at one length and sample, same engine flag."""
+    return (make_unit(max_tokens, sample, FullCache(), engine), make_unit(max_tokens, sample, method, engine))

@@ -1,0 +1,168 @@
+"""Typed records of ``results.json``: a scored unit, a failure and a row of the role table.
+
+Each record is a dataclass whose fields are the JSON keys, in the order they are written. ``to_dict``
+gives the JSON object (optional fields only when set); ``from_dict`` reads one back. Keys a record
+does not know (written by a newer anomaly-probe) are kept in ``extra`` and written back unchanged, so
+reading and re-writing a folder never loses them. A new key is added as a field here, nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+
+class Record:
+    """``to_dict``/``from_dict`` for a dataclass with an ``extra`` dict of unknown keys.
+
+    ``OPTIONAL`` names the fields left out of the JSON while they are None; ``REQUIRED`` the keys
+    ``from_dict`` insists on (ValueError when one is missing).
+    """
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is None and f.name in self.OPTIONAL:
+                continue
+            out[f.name] = value
+        out.update(self.extra)  # type: ignore[attr-defined]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any):
+        """The record in ``data`` (a JSON object).
+
+        Raises
+        ------
+        ValueError
+            ``data`` is not an object, or misses a required key.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+        missing = [k for k in cls.REQUIRED if data.get(k) is None]
+        if missing:
+            raise ValueError(f"{cls.__name__}: no {', '.join(missing)}")
+        known = {f.name for f in fields(cls) if f.name != "extra"}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known},  # type: ignore[call-arg]
+                   extra={k: v for k, v in data.items() if k not in known})
+
+
+@dataclass
+class UnitRecord(Record):
+    """One scored unit (a ``runs[]`` entry): what was scored, how, and its summary numbers.
+
+    Attributes
+    ----------
+    key : str
+        The unit key, also the stem of ``tokens/<key>.npz`` (see :class:`anomaly_probe.run.units.Unit`).
+    method, sink_size, recent_size, position_mode, capacity : str, int or None
+        The KV-cache policy (``CacheMethod.describe()``); ``window``/``stride`` for the recompute oracle.
+    label : str
+        The method's display name, e.g. ``streaming_llm(4+252, in-cache)``.
+    engine : str
+        Resolved engine (``imported`` for ``anomaly-probe import``).
+    intervention : str
+        ``none`` for a plain run, else the experiment's change (docs/FORMATS.md "Interventions").
+    intervention_info : dict
+        What the intervention reported (e.g. ballast bytes held).
+    prefix : int or None
+        Only the first ``prefix`` tokens of the sample were scored.
+    dtype : str
+        Model dtype (``unknown`` for imported logs).
+    max_tokens, sample : int
+        Sample length (tokens) and sample index.
+    sample_id, source_file : str or None
+        Imported logs: the sample's id in the log and the log file.
+    tokens_scored : int
+        Entries of the token arrays (max_tokens - 1 for a whole sample).
+    nll_mean, ppl, acc : float or None
+        Mean NLL (nats/token), exp(nll_mean), top-1 accuracy; null when the NLL has NaN/inf.
+    tok_per_s, seconds : float or None
+        Scoring speed and wall time.
+    peak_rss_bytes : int or float or None
+        Peak resident memory (bytes).
+    tokens_file : str
+        ``tokens/<key>.npz`` (relative to the run folder).
+    trace_file, trace_bytes_per_step : str, float or None
+        The probe trace and its stored bytes per row (with probes).
+    nonfinite : dict or None
+        Where the NLL first became NaN/inf (:mod:`anomaly_probe.nonfinite`); only then.
+    """
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"window", "stride", "sample_id", "source_file", "trace_file",
+                                                     "trace_bytes_per_step", "nonfinite"})
+    REQUIRED: ClassVar[tuple[str, ...]] = ("key",)
+
+    key: str
+    method: str = ""
+    window: int | None = None
+    stride: int | None = None
+    sink_size: int | None = None
+    recent_size: int | None = None
+    position_mode: str | None = None
+    capacity: int | None = None
+    label: str = ""
+    engine: str = ""
+    intervention: str = "none"
+    intervention_info: dict = field(default_factory=dict)
+    prefix: int | None = None
+    dtype: str = "unknown"
+    max_tokens: int = 0
+    sample: int = 0
+    sample_id: str | None = None
+    source_file: str | None = None
+    tokens_scored: int = 0
+    nll_mean: float | None = None
+    ppl: float | None = None
+    acc: float | None = None
+    tok_per_s: float | None = None
+    seconds: float | None = None
+    peak_rss_bytes: int | float | None = None
+    tokens_file: str = ""
+    trace_file: str | None = None
+    trace_bytes_per_step: float | None = None
+    nonfinite: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Failure(Record):
+    """A unit that crashed (a ``failures[]`` entry): its key and one line saying what to change."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("key",)
+
+    key: str
+    error: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class RoleEntry(Record):
+    """One row of the planner's role table (a ``roles[]`` entry).
+
+    Attributes
+    ----------
+    hypothesis : str
+        The hypothesis that asked for the units, or ``none`` for the run's own baseline/method pair
+        (the pair every comparison uses).
+    max_tokens : int
+        Sample length.
+    role : str
+        ``baseline``, ``method`` or the hypothesis' own role (``oracle``, ``stepwise``, ``topk``...).
+    units : list of str
+        Unit keys, one per sample (index = sample).
+    """
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("hypothesis", "role")
+
+    hypothesis: str
+    max_tokens: int = 0
+    role: str = ""
+    units: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
