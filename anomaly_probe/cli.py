@@ -59,7 +59,7 @@ def _positive_or_any_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from anomaly_probe.device import DEVICES, DTYPES
     from anomaly_probe.engines import ENGINE_CHOICES
-    from anomaly_probe.hypotheses_names import HYPOTHESIS_CHOICES
+    from anomaly_probe.hypotheses.catalog import HYPOTHESIS_CHOICES
 
     parser = _Parser(prog="anomaly-probe", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -207,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from anomaly_probe.config import RunConfig
     from anomaly_probe.console import comparisons_table, console, err_console, runs_table, verdicts_table
-    from anomaly_probe.hypotheses_names import resolve_hypotheses
+    from anomaly_probe.hypotheses.catalog import resolve_hypotheses
     from anomaly_probe.pipeline import run_pipeline
     from anomaly_probe.runner import Session, prepare_run_dir, validate_config
 

@@ -54,7 +54,7 @@ class Verdict:
 
     def __post_init__(self) -> None:
         if not self.acts_on:
-            from anomaly_probe.hypotheses_names import acts_on
+            from anomaly_probe.hypotheses.catalog import acts_on
 
             self.acts_on = acts_on(self.hypothesis)
 
