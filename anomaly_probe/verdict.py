@@ -35,7 +35,7 @@ class Verdict:
         The sample length the verdict was judged at (a run may hold several lengths).
     acts_on : str
         ``"baseline"`` (a cause: the intervention changes the full cache) or ``"method"`` (a
-        method-side check: it changes the compressed cache); derived from the hypothesis name.
+        method-side check: it changes the compressed cache); from the catalog (``hypotheses/catalog.py``).
     """
 
     hypothesis: str

@@ -72,3 +72,4 @@ def test_html_status_cells_use_the_same_palette(run, tmp_path):
     for status in {v["status"] for v in results["verdicts"]}:
         assert f'<td class="{status}">{status.upper()}</td>' in html
         assert f"td.{status} {{ background: {STATUS_STYLES[status].html};" in html
+    assert "Intervals: explained share: 95% block-bootstrap CI (64-token blocks" in html  # which CI the table shows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from anomaly_probe.check.result import ERROR, FAIL, PASS, SKIP, CheckResult
 from anomaly_probe.reports.status import styled
+
 JSON_SCHEMA_VERSION = 1
 
 

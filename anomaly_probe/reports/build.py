@@ -14,6 +14,7 @@ from anomaly_probe.reports.rundata import RunData
 from anomaly_probe.reports.tree import Figure, Report, Section, Text, walk
 from anomaly_probe.stats.thresholds import Thresholds
 
+
 def build_report(data: RunData) -> Report:
     """The whole report of ``data`` as plain data (see :mod:`anomaly_probe.reports.tree`)."""
     model = data.section("model")

@@ -15,8 +15,6 @@ STATUS_ORDER = {"supported": 0, "inconclusive": 1, "refuted": 2, "error": 3}
 
 
 def _rank_key(v: dict):
-    from anomaly_probe.hypotheses.catalog import acts_on
-
     side = v.get("acts_on") or acts_on(str(v.get("hypothesis")))
     share = v.get("explained_share")
     has = isinstance(share, (int, float)) and np.isfinite(share) and v.get("status") != "error"
