@@ -108,7 +108,7 @@ def _add_device_arguments(g) -> None:
 def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     """The ``run`` flags, without defaults (see :func:`run_defaults`)."""
     from anomaly_probe.engines import ENGINE_CHOICES
-    from anomaly_probe.hypotheses_names import HYPOTHESIS_CHOICES
+    from anomaly_probe.hypotheses.catalog import HYPOTHESIS_CHOICES
 
     g = run.add_argument_group("what to diagnose")
     g.add_argument("--hypothesis", nargs="+", metavar="NAME",

@@ -58,22 +58,13 @@ def comparisons_table(comparisons: list[dict]) -> Table:
     return table
 
 
-STATUS_STYLE = {"supported": "bold green", "refuted": "red", "inconclusive": "yellow", "error": "bold magenta"}
+def verdicts_table(verdicts: list[dict], thresholds=None) -> Table:
+    """The verdict table every command prints: the report's (``reports.tables.verdict_table``) in the
+    console's columns and the one status style (``reports.status``).
 
+    ``thresholds``: what the verdicts were judged with (names the CI); default ``Thresholds()``, the run's.
+    """
+    from anomaly_probe.reports.summary import CONSOLE_COLUMNS, rich_table
+    from anomaly_probe.reports.tables import verdict_table
 
-def verdicts_table(verdicts: list[dict]) -> Table:
-    """Ranked verdicts: status, explained share with its 95% CI, n and the sentence."""
-    table = Table(title="Verdicts (causes ranked by explained share, then method-side checks)", title_justify="left", show_lines=False)
-    for col, just in (("tokens", "right"), ("hypothesis", "left"), ("status", "left"), ("share [95% CI]", "right"),
-                      ("n tok/blk/smp", "right"), ("message", "left")):
-        table.add_column(col, justify=just, overflow="fold", ratio=1 if col == "message" else None,
-                         no_wrap=col != "message")
-    for v in verdicts:
-        share = v.get("explained_share")
-        share_txt = "n/a" if share is None else f"{share:.2f} [{_fmt(v.get('ci_low'), '.2f')}, {_fmt(v.get('ci_high'), '.2f')}]"
-        n = v.get("n") or {}
-        n_txt = "/".join(str(n.get(k, "-")) for k in ("tokens", "blocks", "samples"))
-        status = v["status"]
-        table.add_row(str(v.get("max_tokens") or ""), v["hypothesis"], f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
-                      share_txt, n_txt, v.get("message", ""))
-    return table
+    return rich_table(verdict_table(verdicts, thresholds), CONSOLE_COLUMNS)

@@ -9,8 +9,6 @@ import torch
 
 from anomaly_probe.errors import UserError
 
-DEFAULT_TEXT = "pydoc_data.topics"
-
 
 def default_text() -> str:
     """CPython's ``pydoc_data.topics`` help text (~113k SmolLM2 tokens; in every Python)."""

@@ -35,7 +35,7 @@ class Verdict:
         The sample length the verdict was judged at (a run may hold several lengths).
     acts_on : str
         ``"baseline"`` (a cause: the intervention changes the full cache) or ``"method"`` (a
-        method-side check: it changes the compressed cache); derived from the hypothesis name.
+        method-side check: it changes the compressed cache); from the catalog (``hypotheses/catalog.py``).
     extra : dict
         Keys of a saved verdict this version does not know (kept, written back by ``to_dict``).
     """
@@ -57,7 +57,7 @@ class Verdict:
 
     def __post_init__(self) -> None:
         if not self.acts_on:
-            from anomaly_probe.hypotheses_names import acts_on
+            from anomaly_probe.hypotheses.catalog import acts_on
 
             self.acts_on = acts_on(self.hypothesis)
 

@@ -8,7 +8,7 @@ import pytest
 
 from anomaly_probe.config import RunConfig
 from anomaly_probe.hypotheses import ExperimentSettings
-from anomaly_probe.hypotheses_names import HYPOTHESES
+from anomaly_probe.hypotheses.catalog import HYPOTHESES
 from anomaly_probe.run.pipeline import run_pipeline
 from anomaly_probe.run.session import Session, prepare_run_dir
 from anomaly_probe.stats.thresholds import Thresholds

@@ -97,6 +97,20 @@ def test_planted_break_supports_position_and_writes_a_report(tmp_path, capsys):
     assert "the logs point to positions beyond the trained context (est. share" in res["headline"]
     assert (out_dir / "report.html").exists() and any((out_dir / "figures").glob("*.png"))
     assert "report:" in out and "SUPPORTED" in out
+    # one bootstrap: the report's gap CI is the headline's, and the headline names the catalog's title
+    from anomaly_probe.hypotheses.catalog import title
+    from anomaly_probe.reports import intervals
+    from anomaly_probe.reports.build import build_report
+    from anomaly_probe.reports.rundata import load_run
+    from anomaly_probe.reports.tree import Table, walk
+
+    assert f"the logs point to {title('position')}" in res["headline"]
+    data = load_run(out_dir)
+    L = res["comparisons"][0]["max_tokens"]
+    g = intervals.gap_with_ci(intervals.paired_gaps(data, L), intervals.run_thresholds(data))
+    assert f"by {g['mean']:.3f} nats/token (95% CI {g['ci_low']:.3f}..{g['ci_high']:.3f})" in res["headline"]
+    table = next(b for b in walk(build_report(data).sections) if isinstance(b, Table) and b.title.startswith("Baseline"))
+    assert table.rows[0][7].text == f"{g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}]"
 
 
 @pytest.mark.parametrize("gap", [0.0, 0.3])

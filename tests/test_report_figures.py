@@ -94,12 +94,26 @@ def test_binned_mean_and_extremes():
     assert binning.binned(x, y, edges, "min")["y"].tolist() == [0, 5]
 
 
-def test_block_bootstrap_ci_covers_the_mean():
+def test_report_intervals_are_the_judges_bootstrap():
+    """The report has one block bootstrap: ``stats.bootstrap`` with the run's thresholds."""
+    from anomaly_probe.reports import intervals
+    from anomaly_probe.stats import make_blocks, mean_ci
+    from anomaly_probe.stats.thresholds import Thresholds
+
     rng = np.random.default_rng(1)
     samples = [rng.normal(3.0, 1.0, 1000) for _ in range(3)]
-    lo, hi, blocks = binning.block_bootstrap_ci(samples)
-    assert lo < np.concatenate(samples).mean() < hi and blocks == 3 * 16
-    assert np.isnan(binning.block_bootstrap_ci([np.ones(10)])[0])
+    th = Thresholds(block_tokens=64, n_boot=500)
+    mean, lo, hi = intervals.mean_with_ci(samples, th)
+    assert (mean, lo, hi) == mean_ci(make_blocks([s[:, None] for s in samples], 64), 0, 500, th.ci_level)
+    assert lo < np.concatenate(samples).mean() < hi
+    cut = samples[0].copy()
+    cut[100] = np.nan  # a sample counts up to its first non-finite entry
+    assert intervals.mean_with_ci([cut], th)[0] == pytest.approx(cut[:100].mean())
+    assert intervals.mean_with_ci([np.ones(10)], th)[1:] == (None, None)  # one block: no interval
+    assert intervals.mean_with_ci([np.array([np.inf])], th) == (None, None, None)
+    assert not hasattr(binning, "block_bootstrap_ci")
+    text = intervals.ci_text(th)
+    assert "95% block-bootstrap CI" in text and "64-token blocks" in text and "500 resamples" in text
 
 
 def test_long_titles_wrap_to_the_axes_width():

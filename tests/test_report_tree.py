@@ -153,3 +153,37 @@ def test_malformed_evidence_spec_is_a_note(tmp_path):
     report = build_report(load_run(run))
     assert len(report.errors()) == 2
     assert all(isinstance(s, Section) for s in report.sections)
+
+
+def _line(fid: str) -> dict:
+    return {"id": fid, "kind": "line", "title": fid, "x": [1.0, 2.0], "series": [{"name": "a", "y": [1.0, 2.0]}]}
+
+
+def test_position_curves_are_drawn_once(tmp_path):
+    """The position judge records its NLL and gap curves; the built-in figures supersede them when drawn."""
+    run = write_synthetic_run(tmp_path / "run", lengths=(200,), samples=1)
+    results = json.loads((run / "results.json").read_text())
+    position = next(v for v in results["verdicts"] if v["hypothesis"] == "position")
+    position["evidence"]["figures"] += [_line("position-nll"), _line("position-gap")]
+    (run / "results.json").write_text(json.dumps(results))
+    ids = [f.id for f in build_report(load_run(run)).figures()]
+    assert ids.count("nll-by-position") == 1 and ids.count("gap-by-position") == 1
+    assert not {"position-nll", "position-gap"} & set(ids)
+    assert "position-oracle-share" in ids  # other evidence figures stay
+    for npz in (run / "tokens").glob("*.npz"):  # no saved tokens: the judge's copies are the only ones
+        npz.write_bytes(b"not a zip file")
+    ids = [f.id for f in build_report(load_run(run)).figures()]
+    assert {"position-nll", "position-gap"} <= set(ids) and "nll-by-position" not in ids
+
+
+def test_every_table_with_an_interval_says_which(report):
+    tables = [b for b in walk(report.sections) if isinstance(b, Table)]
+    def names_ci(t):
+        return any("CI" in c for c in t.columns) or any("ci" in row[0].text.split("_") for row in t.rows)
+
+    with_ci = [t for t in tables if names_ci(t)]
+    assert {"Verdicts", "Baseline vs method, same tokens"} <= {t.title for t in with_ci}
+    with_ci.append(_table(report, "position: evidence values"))  # its changepoint holds ci_low / ci_high
+    assert not _table(report, "numerics: evidence values").ci  # no interval there
+    for t in with_ci:
+        assert "block-bootstrap CI (64-token blocks" in t.ci, t.title  # the run's thresholds

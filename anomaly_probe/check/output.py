@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from anomaly_probe.check.result import ERROR, FAIL, PASS, SKIP, CheckResult
+from anomaly_probe.reports.status import styled
 
-STATUS_STYLE = {PASS: "bold green", FAIL: "bold red", ERROR: "bold magenta", SKIP: "yellow"}
 JSON_SCHEMA_VERSION = 1
 
 
@@ -18,7 +18,8 @@ def exit_code(results: list[CheckResult]) -> int:
 
 
 def results_table(results: list[CheckResult]):
-    """A rich table: check, status, observed value, bound, time and the one-line reason."""
+    """A rich table: check, status (in the one status style of every command), observed value, bound, time and
+    the one-line reason."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -28,7 +29,7 @@ def results_table(results: list[CheckResult]):
         table.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("reason", "check"),
                          ratio=3 if col == "reason" else None)
     for r in results:
-        table.add_row(r.name, f"[{STATUS_STYLE[r.status]}]{r.status.upper()}[/]", _num(r.observed), _num(r.threshold),
+        table.add_row(r.name, styled(r.status), _num(r.observed), _num(r.threshold),
                       f"{r.seconds:.1f}s", escape(r.reason))
     return table
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from anomaly_probe.hypotheses import catalog
 from anomaly_probe.hypotheses.region import AnalysisRegion
 from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.stats.thresholds import Thresholds
@@ -130,24 +131,26 @@ class JudgeInput:
 
 
 class Hypothesis:
-    """Base class. Subclasses set ``name`` and ``title`` and implement ``roles`` and ``judge``.
+    """Base class. Subclasses set ``name`` and implement ``roles`` and ``judge``.
 
-    ``acts_on`` says where the intervention is applied. ``"baseline"`` (the default): it changes the
-    full cache, so its share says how much of the anomaly the baseline's own failure mode explains (the
-    design's definition of a cause). ``"method"``: it changes the compressed cache (position handling,
-    sinks), so its share says how much of the method's advantage depends on that ingredient. Causes
-    are ranked before method-side checks. Derived from the name (``hypotheses_names.METHOD_SIDE``), the
-    one list the verdicts and the report also read.
+    ``title`` and ``acts_on`` come from the hypothesis' entry in
+    :mod:`~anomaly_probe.hypotheses.catalog`, the one table the verdicts, the CLI and the report also
+    read. ``acts_on`` says where the intervention is applied. ``"baseline"``: it changes the full cache,
+    so its share says how much of the anomaly the baseline's own failure mode explains (the design's
+    definition of a cause). ``"method"``: it changes the compressed cache (position handling, sinks), so
+    its share says how much of the method's advantage depends on that ingredient. Causes are ranked
+    before method-side checks.
     """
 
     name: str = ""
-    title: str = ""
+
+    @property
+    def title(self) -> str:
+        return catalog.title(self.name)
 
     @property
     def acts_on(self) -> str:
-        from anomaly_probe.hypotheses_names import acts_on
-
-        return acts_on(self.name)
+        return catalog.acts_on(self.name)
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         """Runs needed besides ``baseline`` and ``method`` (which every hypothesis gets)."""

@@ -18,7 +18,6 @@ from anomaly_probe.verdict import Verdict
 
 class Dilution(Hypothesis):
     name = "dilution"
-    title = "attention diluted over too many keys"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         if ctx.method.capacity is None:

@@ -21,7 +21,6 @@ from anomaly_probe.verdict import Verdict
 
 class EvalBias(Hypothesis):
     name = "eval-bias"
-    title = "stepwise scoring differs from batched scoring"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         prefix = ctx.settings.stepwise_tokens or None

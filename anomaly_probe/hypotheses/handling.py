@@ -24,7 +24,6 @@ def alternative_mode(mode: str) -> str:
 
 class Handling(Hypothesis):
     name = "handling"
-    title = "position handling of the compressed cache"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         if ctx.method.capacity is None or not hasattr(ctx.method, "position_mode"):

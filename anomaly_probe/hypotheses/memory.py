@@ -18,7 +18,6 @@ from anomaly_probe.verdict import Verdict
 
 class Memory(Hypothesis):
     name = "memory"
-    title = "memory pressure and swapping"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         nbytes = ballast_bytes(ctx.settings.ballast_fraction, ctx.settings.ballast_cap_bytes)

@@ -21,7 +21,6 @@ HALF = ("float16", "bfloat16")
 
 class Numerics(Hypothesis):
     name = "numerics"
-    title = "fp16 softmax underflow over long caches"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         if ctx.dtype in HALF:  # the baseline is already in the precision under test

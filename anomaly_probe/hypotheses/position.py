@@ -24,7 +24,6 @@ def oracle_method(trained_context: int, stride_fraction: float):
 
 class Position(Hypothesis):
     name = "position"
-    title = "positions beyond the trained context"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         return {"oracle": RoleSpec(oracle_method(ctx.trained_context, ctx.settings.recompute_stride_fraction),

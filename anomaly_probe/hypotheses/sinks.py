@@ -17,7 +17,6 @@ from anomaly_probe.verdict import Verdict
 
 class Sinks(Hypothesis):
     name = "sinks"
-    title = "attention sinks"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
         m = ctx.method

@@ -3,6 +3,8 @@
 Layers: :mod:`~anomaly_probe.reports.rundata` reads the folder, :mod:`~anomaly_probe.reports.figures`
 and :mod:`~anomaly_probe.reports.tables` compute plain figure specs and tables, :mod:`build` /
 :mod:`compare` assemble the :mod:`tree`, and :mod:`plot`, :mod:`html` and :mod:`summary` render it.
+Every interval comes from the judges' bootstrap (:mod:`intervals`); every status is drawn in the one
+style of :mod:`status`, which the console tables of every command share.
 Nothing here imports torch or transformers, and nothing heavy is imported until a function is called.
 """
 

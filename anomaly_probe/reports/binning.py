@@ -1,7 +1,7 @@
-"""Binned curves and block-bootstrap intervals: the numbers behind the report's figures.
+"""Binned curves: the numbers behind the report's position figures.
 
-Pure numpy, no plotting. Neighbouring tokens are correlated, so intervals on means over tokens use
-a block bootstrap (contiguous blocks, resampled within and across samples; docs HYPOTHESES.md).
+Pure numpy, no plotting. The bands here are per-bin standard errors for drawing; every confidence
+interval the report states comes from the judges' block bootstrap (:mod:`anomaly_probe.reports.intervals`).
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_BINS = 60
-BLOCK_TOKENS = 64
-BOOTSTRAP_DRAWS = 1000
 
 
 def edges_for(lo: float, hi: float, n_bins: int = DEFAULT_BINS) -> np.ndarray:
@@ -67,41 +65,6 @@ def binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray, reduce: str = "mean"
         else:
             raise ValueError(f"reduce must be mean, max or min, not {reduce!r}")
     return out
-
-
-def block_bootstrap_ci(samples: list[np.ndarray], block: int = BLOCK_TOKENS, draws: int = BOOTSTRAP_DRAWS,
-                       level: float = 0.95, seed: int = 0) -> tuple[float, float, int]:
-    """Percentile CI of the mean over tokens, resampling contiguous blocks within and across samples.
-
-    Parameters
-    ----------
-    samples : list of np.ndarray
-        One (T,) array per sample (e.g. per-token NLL in nats); non-finite entries are dropped.
-    block : int
-        Block length in tokens.
-
-    Returns
-    -------
-    (low, high, n_blocks)
-        NaN bounds when there are fewer than 2 blocks.
-    """
-    sums, counts = [], []
-    for arr in samples:
-        arr = np.asarray(arr, dtype=np.float64)
-        arr = arr[np.isfinite(arr)]
-        for start in range(0, arr.size, block):
-            chunk = arr[start:start + block]
-            sums.append(chunk.sum())
-            counts.append(chunk.size)
-    nb = len(sums)
-    if nb < 2:
-        return float("nan"), float("nan"), nb
-    sums_a, counts_a = np.asarray(sums), np.asarray(counts, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, nb, size=(draws, nb))
-    means = sums_a[idx].sum(axis=1) / counts_a[idx].sum(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)), nb
 
 
 def finite_list(a) -> list[float | None]:

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import re
 
-from anomaly_probe.hypotheses_names import HYPOTHESES
-from anomaly_probe.reports import roles, tables
+from anomaly_probe.hypotheses.catalog import HYPOTHESES, title
+from anomaly_probe.reports import intervals, roles, tables
 from anomaly_probe.reports.colors import ColorMap
-from anomaly_probe.reports.figures import BUILDERS
+from anomaly_probe.reports.figures import BUILDERS, SUPERSEDED
 from anomaly_probe.reports.figures.evidence import evidence_figures, evidence_table
 from anomaly_probe.reports.fmt import command_line, n_text, share_ci
 from anomaly_probe.reports.rundata import RunData
 from anomaly_probe.reports.tree import Figure, Report, Section, Text, walk
-
-TITLES = {
-    "numerics": "long-softmax precision loss",
-    "dilution": "attention spread over too many keys",
-    "memory": "memory pressure, swapping, fallbacks",
-    "eval-bias": "one token at a time vs one batched forward",
-    "position": "positions beyond the trained context",
-    "handling": "position handling in the compressed cache",
-    "sinks": "attention sinks",
-}
+from anomaly_probe.stats.thresholds import Thresholds
 
 
 def build_report(data: RunData) -> Report:
@@ -49,7 +40,7 @@ def overview(data: RunData) -> Section:
         section.add(Text(f"This run did not finish (status {data.results.get('status')!r}): the report shows "
                          "what was saved so far.", "note"))
     if data.verdicts:
-        section.add(tables.verdict_table(data.verdicts))
+        section.add(tables.verdict_table(data.verdicts, intervals.run_thresholds(data)))
         section.add(tables.key_value_table("Decision thresholds", data.results.get("thresholds"),
                                            "The same for every hypothesis and every model."))
     else:
@@ -62,26 +53,37 @@ def overview(data: RunData) -> Section:
 
 
 def hypothesis_section(data: RunData, hypothesis: str, verdicts: list[dict]) -> Section:
-    """Its verdicts (one per sample length), their evidence, then the built-in figures of the hypothesis."""
-    title = f"{hypothesis}: {TITLES.get(hypothesis, '')}".rstrip(": ")
-    section = Section(title, id=f"h-{slug(hypothesis)}")
+    """Its verdicts (one per sample length), their evidence, then the built-in figures of the hypothesis.
+
+    An evidence figure that a built-in figure supersedes (:data:`~anomaly_probe.reports.figures.SUPERSEDED`)
+    is drawn only when the built-in one could not be (no saved tokens), so no curve appears twice.
+    """
+    heading = hypothesis if title(hypothesis) == hypothesis else f"{hypothesis}: {title(hypothesis)}"
+    section = Section(heading, id=f"h-{slug(hypothesis)}")
     figures = run_builders(data, hypothesis, verdicts)
+    drawn = {b.id for b in figures if isinstance(b, Figure)}
+    skip = {spec_id for spec_id, builtin in SUPERSEDED.items() if builtin in drawn}
+    th = intervals.run_thresholds(data)
+    ci = intervals.ci_text(th)
     for v in verdicts:
-        section.add(Text(verdict_sentence(v)))
+        section.add(Text(verdict_sentence(v, th)))
     if verdicts:
-        section.blocks += safe(lambda: evidence_table(hypothesis, verdicts), f"{hypothesis} evidence table")
-        section.blocks += safe(lambda: evidence_figures(hypothesis, verdicts), f"{hypothesis} evidence figures")
+        section.blocks += safe(lambda: evidence_table(hypothesis, verdicts, ci), f"{hypothesis} evidence table")
+        section.blocks += safe(lambda: evidence_figures(hypothesis, verdicts, skip, ci),
+                               f"{hypothesis} evidence figures")
     elif figures:
         section.add(Text("No verdict for this hypothesis in this run; its figures are shown for reference.", "note"))
     section.blocks += figures
     return section
 
 
-def verdict_sentence(v: dict) -> str:
+def verdict_sentence(v: dict, th: Thresholds | None = None) -> str:
+    """``600-token samples: SUPPORTED: explained share 0.97 [0.93, 1.00] (95% block-bootstrap CI ...`` + message."""
+    th = th or Thresholds()
     status = str(v.get("status", "?")).upper()
     length = f"{v['max_tokens']}-token samples: " if isinstance(v.get("max_tokens"), int) else ""
     text = f"{length}{status}: explained share {share_ci(v.get('explained_share'), v.get('ci_low'), v.get('ci_high'))}"
-    text += f" (95% CI in brackets), n = {n_text(v.get('n'))}."
+    text += f" ({th.ci_level:.0%} block-bootstrap CI in brackets), n = {n_text(v.get('n'))}."
     return f"{text} {v.get('message', '')}".strip()
 
 

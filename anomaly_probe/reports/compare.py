@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from anomaly_probe.hypotheses_names import HYPOTHESES
-from anomaly_probe.reports import binning, roles, tables
+from anomaly_probe.hypotheses.catalog import HYPOTHESES
+from anomaly_probe.reports import binning, intervals, roles, tables
 from anomaly_probe.reports.build import colormap_for, resolve_colors, safe, unique_figure_ids
 from anomaly_probe.reports.colors import linestyle
 from anomaly_probe.reports.figures.common import POSITION_XLABEL, band, curve, paired, role_tokens
@@ -79,8 +79,16 @@ def verdicts_side_by_side(datas: list[RunData], cols: list[str]) -> Table | Text
                 row.append(Cell(f"{status.upper()} {share}{at}", status))
         rows.append(row)
     return Table("Verdicts side by side", ["hypothesis", *cols], rows,
-                 caption="Status and explained share [95% CI] of each hypothesis in each run, at the run's longest "
-                         "sample length (each run's own report has every length).")
+                 caption="Status and explained share [CI] of each hypothesis in each run, at the run's longest "
+                         "sample length (each run's own report has every length).", ci=ci_of_runs(datas, cols))
+
+
+def ci_of_runs(datas: list[RunData], cols: list[str]) -> str:
+    """The interval the runs' verdicts hold: one text when every run was judged alike, else one per run."""
+    texts = [intervals.ci_text(intervals.run_thresholds(d)) for d in datas]
+    if len(set(texts)) == 1:
+        return texts[0]
+    return "; ".join(f"{c}: {t}" for c, t in zip(cols, texts))
 
 
 def gaps_side_by_side(datas: list[RunData], cols: list[str]) -> Table | None:

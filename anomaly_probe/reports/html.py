@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from anomaly_probe.reports.render import Rendered
+from anomaly_probe.reports.status import status_css
 from anomaly_probe.reports.template import CSP, CSS, TEMPLATE
 from anomaly_probe.reports.tree import Figure, Report
 
@@ -20,5 +21,6 @@ def render_html(report: Report, rendered: dict[str, Rendered]) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
     template = env.from_string(TEMPLATE)
-    return template.render(report=report, rendered=rendered, css=CSS, csp=CSP, version=__version__,
+    css = CSS + status_css() + "\n"  # one status palette with the console tables
+    return template.render(report=report, rendered=rendered, css=css, csp=CSP, version=__version__,
                            figure_title=figure_title, kind=lambda block: type(block).__name__)

@@ -5,35 +5,46 @@ from __future__ import annotations
 from pathlib import Path
 
 from anomaly_probe.reports.render import Rendered
+from anomaly_probe.reports.status import STATUS_STYLES, styled
 from anomaly_probe.reports.tree import Report, Table, walk
-
-STATUS_STYLE = {"supported": "bold green", "refuted": "dim", "inconclusive": "yellow", "error": "bold red"}
 
 
 CONSOLE_COLUMNS = {"rank": "#", "hypothesis": "hypothesis", "tokens per sample": "tokens", "status": "status",
-                   "explained share [95% CI]": "share [95% CI]", "message": "message"}
-"""The verdict columns a terminal shows, with shorter headers (the HTML has all of them)."""
+                   "explained share": "share", "message": "message"}
+"""The verdict columns a terminal shows, with shorter headers (the HTML has all of them). A column
+``NAME [...]`` matches ``NAME`` and keeps its bracket (``explained share [95% CI]`` -> ``share [95% CI]``)."""
 
 
 def rich_table(table: Table, columns: dict[str, str] | None = None):
-    """A report :class:`Table` as a rich table (cell tags become styles).
+    """A report :class:`Table` as a rich table: status cells in the one status style (``reports.status``),
+    the table's ``ci`` as its caption.
 
     ``columns`` maps the columns to keep to their console headers; None keeps all.
     """
     from rich.table import Table as RichTable
 
-    keep = [i for i, name in enumerate(table.columns) if columns is None or name in columns]
-    out = RichTable(title=table.title, title_justify="left")
+    headers = [_header(name, columns) for name in table.columns]
+    keep = [i for i, header in enumerate(headers) if header is not None]
+    out = RichTable(title=table.title, title_justify="left", caption=_escape(table.ci) if table.ci else None,
+                    caption_justify="left")
     for i in keep:
         name = table.columns[i]
         right = bool(table.rows) and all(row[i].tag == "num" for row in table.rows)
-        out.add_column(columns[name] if columns else name, justify="right" if right else "left",
-                       overflow="fold", no_wrap=name != "message")
+        out.add_column(headers[i], justify="right" if right else "left", overflow="fold", no_wrap=name != "message")
     for row in table.rows:
         cells = [row[i] for i in keep]
-        out.add_row(*[f"[{STATUS_STYLE[c.tag]}]{_escape(c.text)}[/]" if c.tag in STATUS_STYLE else _escape(c.text)
-                      for c in cells])
+        out.add_row(*[styled(c.tag, c.text) if c.tag in STATUS_STYLES else _escape(c.text) for c in cells])
     return out
+
+
+def _header(name: str, columns: dict[str, str] | None) -> str | None:
+    """The console header of column ``name``, or None when ``columns`` leaves it out."""
+    if columns is None:
+        return name
+    for long, short in columns.items():
+        if name == long or name.startswith(long + " ["):
+            return short + name[len(long):]
+    return None
 
 
 def _escape(text: str) -> str:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from anomaly_probe.reports import binning, roles
+from anomaly_probe.hypotheses.catalog import acts_on
+from anomaly_probe.reports import intervals
 from anomaly_probe.reports.fmt import gib, mib, n_text, num, plain, share_ci
 from anomaly_probe.reports.rundata import RunData
 from anomaly_probe.reports.tree import Cell, Table
+from anomaly_probe.stats.thresholds import Thresholds
 
 STATUS_ORDER = {"supported": 0, "inconclusive": 1, "refuted": 2, "error": 3}
 
 
 def _rank_key(v: dict):
-    from anomaly_probe.hypotheses_names import acts_on
-
     side = v.get("acts_on") or acts_on(str(v.get("hypothesis")))
     share = v.get("explained_share")
     has = isinstance(share, (int, float)) and np.isfinite(share) and v.get("status") != "error"
@@ -36,8 +36,12 @@ def by_hypothesis(verdicts: list[dict]) -> dict[str, list[dict]]:
     return dict(sorted(groups.items(), key=lambda kv: _rank_key(kv[1][0])))
 
 
-def verdict_table(verdicts: list[dict]) -> Table:
-    """One row per verdict; hypotheses ranked by the share at their longest length, lengths longest first."""
+def verdict_table(verdicts: list[dict], th: Thresholds | None = None) -> Table:
+    """The verdict table of every command (HTML report, and on the console through ``summary.rich_table``).
+
+    One row per verdict; hypotheses ranked by the share at their longest length, lengths longest first.
+    ``th``: the thresholds the verdicts were judged with (they name the CI); default :class:`Thresholds`.
+    """
     rows = []
     for rank, (hypothesis, group) in enumerate(by_hypothesis(verdicts).items(), 1):
         for v in group:
@@ -50,12 +54,14 @@ def verdict_table(verdicts: list[dict]) -> Table:
                          Cell(share_ci(v.get("explained_share"), v.get("ci_low"), v.get("ci_high")), "num"),
                          Cell(effect), Cell(num(v.get("p_value"), ".3g"), "num"), Cell(n_text(v.get("n"))),
                          Cell(str(v.get("message", "")))])
+    th = th or Thresholds()
     caption = ("Explained share = (gap before - gap after) / gap before for each hypothesis' intervention, with its "
-               "95% block-bootstrap CI in brackets. Causes (interventions on the baseline) are ranked by the share at "
-               "their longest sample length, then the method-side checks (handling, sinks: interventions on the "
-               "compressed cache); one row per sample length.")
-    return Table("Verdicts", ["rank", "hypothesis", "tokens per sample", "status", "explained share [95% CI]",
-                              "effect", "p", "n", "message"], rows, caption=caption)
+               "CI in brackets. Causes (interventions on the baseline) are ranked by the share at their longest "
+               "sample length, then the method-side checks (handling, sinks: interventions on the compressed "
+               "cache); one row per sample length.")
+    return Table("Verdicts", ["rank", "hypothesis", "tokens per sample", "status",
+                              f"explained share [{th.ci_level:.0%} CI]", "effect", "p", "n", "message"], rows,
+                 caption=caption, ci=f"explained share: {intervals.ci_text(th)}, gap and effect resampled together")
 
 
 def key_value_table(title: str, values, caption: str = "") -> Table | None:
@@ -74,34 +80,53 @@ def failures_table(failures) -> Table | None:
 
 
 def comparisons_table(data: RunData) -> Table | None:
+    """Baseline vs method per length; the gap's CI is the headline's (same tokens, same bootstrap).
+
+    Where the run analysed a region (``analysis_regions``), the gap on that region is shown too: it is
+    the gap the headline and the verdicts use.
+    """
     if not data.comparisons:
         return None
-    base = roles.by_length_sample(roles.role_runs(data, "baseline"))
-    meth = roles.by_length_sample(roles.role_runs(data, "method"))
+    th = intervals.run_thresholds(data)
+    level = f"{th.ci_level:.0%} CI"
+    regions = {c.get("max_tokens"): intervals.region_start(data, c.get("max_tokens")) for c in data.comparisons}
+    any_region = any(start for start, _ in regions.values())
     rows = []
     for c in data.comparisons:
         L = c.get("max_tokens")
-        gaps = []
-        for s, run in meth.get(L, {}).items():
-            a, b = data.tokens(base.get(L, {}).get(s, {})), data.tokens(run)
-            if a is not None and b is not None:
-                n = min(a["nll"].size, b["nll"].size)
-                gaps.append(a["nll"][:n] - b["nll"][:n])
-        lo, hi, _ = binning.block_bootstrap_ci(gaps, block=data.block_tokens) if gaps else (None, None, 0)
-        gap = num(c.get("nll_gap_mean"), "+.4f")
-        if num(lo) != "n/a":
-            gap += f" [{lo:+.4f}, {hi:+.4f}]"
-        rows.append([Cell(str(L), "num"), Cell(num(c.get("num_samples"), "d"), "num"),
-                     Cell(num(c.get("tokens_scored"), "d"), "num"), Cell(str(c.get("baseline", ""))),
-                     Cell(str(c.get("method", ""))), Cell(num(c.get("baseline_ppl"), ".3f"), "num"),
-                     Cell(num(c.get("method_ppl"), ".3f"), "num"), Cell(gap, "num"),
-                     Cell(_pct(c.get("baseline_acc")), "num"), Cell(_pct(c.get("method_acc")), "num"),
-                     Cell(num(_times(c.get("acc_diff"), 100), "+.2f", "pp"), "num")])
-    return Table("Baseline vs method, same tokens", [
-        "tokens per sample", "samples", "tokens scored", "baseline", "method", "baseline PPL", "method PPL",
-        "NLL gap, nats/token [95% CI]", "baseline Acc", "method Acc", "Acc diff"], rows,
-        caption="NLL gap = baseline minus method (> 0: the method looks better). CI: block bootstrap over "
-                f"{data.block_tokens}-token blocks. Acc = top-1 next-token accuracy.")
+        gaps = intervals.paired_gaps(data, L) if isinstance(L, int) else []
+        row = [Cell(str(L), "num"), Cell(num(c.get("num_samples"), "d"), "num"),
+               Cell(num(c.get("tokens_scored"), "d"), "num"), Cell(str(c.get("baseline", ""))),
+               Cell(str(c.get("method", ""))), Cell(num(c.get("baseline_ppl"), ".3f"), "num"),
+               Cell(num(c.get("method_ppl"), ".3f"), "num"), Cell(_gap(intervals.gap_with_ci(gaps, th)), "num")]
+        if any_region:
+            start, text = regions[L]
+            row.append(Cell(f"{_gap(intervals.gap_with_ci(gaps, th, start))} on {text}" if start else "all tokens"))
+        row += [Cell(_pct(c.get("baseline_acc")), "num"), Cell(_pct(c.get("method_acc")), "num"),
+                Cell(num(_times(c.get("acc_diff"), 100), "+.2f", "pp"), "num")]
+        rows.append(row)
+    columns = ["tokens per sample", "samples", "tokens scored", "baseline", "method", "baseline PPL", "method PPL",
+               f"NLL gap, nats/token [{level}]"]
+    if any_region:
+        columns.append(f"NLL gap in the analysis region [{level}]")
+    columns += ["baseline Acc", "method Acc", "Acc diff"]
+    caption = ("NLL gap = baseline minus method on the same tokens (> 0: the method looks better), over every "
+               "scored token up to the first non-finite NLL of either run.")
+    if any_region:
+        caption += (" The analysis region is where the verdicts and the headline compute their statistics; its "
+                    "gap and CI are the headline's.")
+    return Table("Baseline vs method, same tokens", columns, rows, caption=caption + " Acc = top-1 next-token accuracy.",
+                 ci=f"NLL gap: {intervals.ci_text(th)}")
+
+
+def _gap(stats: dict | None) -> str:
+    """``+0.1234 [+0.1000, +0.1500]`` (nats/token) from :func:`~anomaly_probe.hypotheses.share.gap_stats`."""
+    if stats is None:
+        return "n/a"
+    text = num(stats["mean"], "+.4f")
+    if num(stats["ci_low"]) != "n/a" and num(stats["ci_high"]) != "n/a" and stats["blocks"] >= 2:
+        text += f" [{stats['ci_low']:+.4f}, {stats['ci_high']:+.4f}]"
+    return text
 
 
 def _times(x, k):

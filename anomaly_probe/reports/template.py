@@ -6,6 +6,7 @@ browser that would follow a URL slipped into the data cannot reach the network f
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
+# Status cells (td.supported ...) are coloured by reports.status.status_css(), appended in html.render_html.
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1b1b1b;
        margin: 0 auto; max-width: 1180px; padding: 0 24px 48px; background: #fff; }
@@ -20,8 +21,6 @@ caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0;
 th, td { border: 1px solid #d6d6d6; padding: 4px 8px; vertical-align: top; text-align: left; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.supported { background: #d9f2e3; font-weight: 600; } td.refuted { background: #eeeeee; font-weight: 600; }
-td.inconclusive { background: #fff3cd; font-weight: 600; } td.error { background: #f8d7da; font-weight: 600; }
 tr.diff td { background: #fff3cd; } td.diff { background: #fff3cd; font-weight: 600; }
 .table-caption, figcaption { color: #444; font-size: 0.9em; max-width: 900px; }
 .scroll { overflow-x: auto; }
@@ -66,6 +65,7 @@ TEMPLATE = """<!DOCTYPE html>
 {% endfor %}
 </tbody></table></div>
 {% if b.caption %}<p class="table-caption">{{ b.caption }}</p>{% endif %}
+{% if b.ci %}<p class="table-caption">Intervals: {{ b.ci }}.</p>{% endif %}
 {% elif kind(b) == "Figure" %}
 {% set r = rendered.get(b.id) %}
 {% if r and r.data_uri %}

@@ -9,9 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-TEXT_KINDS = ("p", "note", "error", "code")
-
-
 @dataclass
 class Text:
     """A paragraph.
@@ -45,6 +42,9 @@ class Table:
     ----------
     row_tags : list of str
         Optional tag per row (``diff`` marks an environment difference), same length as ``rows``.
+    ci : str
+        Which confidence interval the table's brackets show (every renderer prints it); empty when the
+        table shows none.
     """
 
     title: str
@@ -52,6 +52,7 @@ class Table:
     rows: list[list[Cell]]
     caption: str = ""
     row_tags: list[str] = field(default_factory=list)
+    ci: str = ""
 
 
 @dataclass

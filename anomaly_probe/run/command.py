@@ -27,7 +27,7 @@ def run_command(args: argparse.Namespace, given: dict) -> int:
 def config_from_args(args: argparse.Namespace):
     """The :class:`~anomaly_probe.config.RunConfig` of a new run."""
     from anomaly_probe.config import RunConfig
-    from anomaly_probe.hypotheses_names import resolve_hypotheses
+    from anomaly_probe.hypotheses.catalog import resolve_hypotheses
 
     return RunConfig(
         model=args.model, trained_context=args.trained_context, text=args.text, max_tokens=args.max_tokens,

@@ -101,7 +101,7 @@ def check_flags(given: dict[str, object], saved: SavedRun) -> None:
     given : dict
         Argparse destination -> value of every flag the user typed (``resume`` included).
     """
-    from anomaly_probe.hypotheses_names import resolve_hypotheses
+    from anomaly_probe.hypotheses.catalog import resolve_hypotheses
 
     for dest, value in given.items():
         flag = "--" + dest.replace("_", "-")

@@ -121,3 +121,13 @@ def ratio_ci(blocks: Blocks, num: int, den: int, n_boot: int, level: float,
         ratios = sums[:, num] / sums[:, den]
     lo, hi = percentile_ci(ratios, level)
     return float(point), lo, hi
+
+
+def describe_ci(block_tokens: int, n_boot: int, level: float) -> str:
+    """The interval this module computes, in words for a table or figure caption.
+
+    E.g. ``95% block-bootstrap CI (128-token blocks; samples resampled, then blocks within each sample;
+    2000 resamples, percentile interval)``.
+    """
+    return (f"{level:.0%} block-bootstrap CI ({block_tokens}-token blocks; samples resampled, then blocks within "
+            f"each sample; {n_boot} resamples, percentile interval)")

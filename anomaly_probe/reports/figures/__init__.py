@@ -24,4 +24,10 @@ BUILDERS: dict[str, tuple[Builder, ...]] = {
     "sinks": (),
 }
 
-__all__ = ["BUILDERS", "Builder"]
+SUPERSEDED: dict[str, str] = {"position-nll": "nll-by-position", "position-gap": "gap-by-position"}
+"""Evidence figure ``id`` (``verdict.evidence["figures"]``) -> the built-in figure that shows the same
+thing from the saved tokens. The position judge records its NLL and gap curves so that a report still
+has them without the npz files; when the built-in figure is drawn (with every length, the oracle, CI
+bands and the analysis region), the evidence copy is left out, so each curve is drawn once."""
+
+__all__ = ["BUILDERS", "Builder", "SUPERSEDED"]

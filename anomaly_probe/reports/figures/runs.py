@@ -1,4 +1,4 @@
-"""PPL of every run with a block-bootstrap CI, grouped by sample length."""
+"""PPL of every run with the judges' block-bootstrap CI, grouped by sample length."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from anomaly_probe.reports import binning, roles
+from anomaly_probe.reports import intervals, roles
 from anomaly_probe.reports.rundata import RunData
 from anomaly_probe.reports.tree import Figure
 
@@ -39,18 +39,17 @@ def _groups(data: RunData) -> dict[str, dict]:
 
 
 def ppl_by_run(data: RunData, verdicts: list[dict] | None = None) -> list:
-    """PPL of every run per sample length, with 95% block-bootstrap CIs (points with error bars)."""
+    """PPL of every run per sample length, with the judges' block-bootstrap CIs (points with error bars)."""
     lengths = roles.lengths(data)
     groups = _groups(data)
     if not groups or len(groups) > MAX_GROUPS:
         return []
+    th = intervals.run_thresholds(data)
     series = []
     for key, group in groups.items():
         y, lo, hi = [], [], []
         for L in lengths:
-            samples = group["by_length"].get(L)
-            mean = float(np.nanmean(np.concatenate(samples))) if samples else None
-            low, high, _ = binning.block_bootstrap_ci(samples, block=data.block_tokens) if samples else (None, None, 0)
+            mean, low, high = intervals.mean_with_ci(group["by_length"].get(L) or [], th)
             y.append(_exp(mean))
             lo.append(_exp(low))
             hi.append(_exp(high))
@@ -60,10 +59,9 @@ def ppl_by_run(data: RunData, verdicts: list[dict] | None = None) -> list:
             "xlabel": "sample length", "ylabel": "PPL = exp(mean NLL)",
             "categories": [f"{L} tokens" for L in lengths], "series": series,
             "log_y": bool(finite) and max(finite) / max(min(finite), 1e-12) > 20}
-    caption = ("Perplexity over all scored tokens of all samples of each run (points, not bars: the axis need not "
-               "start at zero). Error bars: 95% block-bootstrap CI "
-               f"(blocks of {data.block_tokens} tokens resampled within and across samples, "
-               f"{binning.BOOTSTRAP_DRAWS} draws).")
+    caption = ("Perplexity over all scored tokens of all samples of each run, up to a sample's first non-finite NLL "
+               "(points, not bars: the axis need not start at zero). Error bars: exp of the mean NLL's "
+               f"{intervals.ci_text(th)}.")
     return [Figure("ppl-by-run", spec, caption)]
 
 
