@@ -60,7 +60,7 @@ def _run(run_dir: Path, pair: PairedSample, role: str, label: str, L: int, sourc
     record = {"key": key, "method": "full" if role == "baseline" else "imported", "label": label,
               "sink_size": None, "recent_size": None, "position_mode": None, "capacity": None, "engine": ENGINE,
               "intervention": "none", "intervention_info": {}, "prefix": None, "dtype": "unknown", "max_tokens": L,
-              "sample": pair.index, "sample_id": pair.sample_id, "source_file": source, "tokens_scored": n,
+              "sample": pair.index, "sample_id": pair.sample_id, "source_file": log.path or source, "tokens_scored": n,
               "nll_mean": nll_mean, "ppl": math.exp(nll_mean) if nll_mean < 700 else float("inf"),
               "acc": float(log.correct.mean()) if log.correct is not None else None,
               "tok_per_s": n / seconds if seconds else None, "seconds": seconds,
