@@ -33,6 +33,9 @@ EPILOG_IMPORT = """examples:
   anomaly-probe import --baseline base.csv --method stream.csv --trained-context 2048
   anomaly-probe import --baseline base.jsonl --method stream.jsonl --model-config ./pythia/config.json --out RUN_DIR
   anomaly-probe import --baseline b.csv --method m.csv --nll-col loss_nats --pos-col t --sample-col doc
+  anomaly-probe import --baseline outputs/transformers.csv --method outputs/attention_sinks.csv --trained-context 4096
+  anomaly-probe import --baseline dense/log.txt --method streaming/log.txt --trained-context 4096
+  anomaly-probe export RUN_DIR   # prints the import command that reads its baseline and method back
 """
 
 
@@ -72,6 +75,7 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
                                         epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter))
     _add_import_arguments(sub.add_parser("import", help="diagnose per-token logs written by other tools",
                                          epilog=EPILOG_IMPORT, formatter_class=argparse.RawDescriptionHelpFormatter))
+    _add_export(sub)
     return parser
 
 
@@ -138,6 +142,10 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR with its saved settings, skipping finished units "
                         "(other run flags must match the saved ones)")
+def _add_export(sub) -> None:
+    from anomaly_probe.export.command import add_arguments
+
+    add_arguments(sub.add_parser("export", help="write a run's per-token logs as CSV files that import reads back"))
 
 
 def _add_check_arguments(chk: argparse.ArgumentParser) -> None:
@@ -175,9 +183,12 @@ def _add_import_arguments(imp: argparse.ArgumentParser) -> None:
     imp.description = ("Read per-token logs (CSV or JSONL, one file per method) written by another evaluation script "
                        "and run every hypothesis that needs no model; write results.json and the report.")
     g = imp.add_argument_group("logs")
-    g.add_argument("--baseline", required=True, metavar="FILE",
-                   help="per-token log of the full cache (.csv/.tsv/.jsonl)")
-    g.add_argument("--method", required=True, metavar="FILE", help="per-token log of the method under test")
+    g.add_argument("--baseline", required=True, nargs="+", metavar="FILE",
+                   help="per-token log(s) of the full cache (several files: their samples together)")
+    g.add_argument("--method", required=True, nargs="+", metavar="FILE",
+                   help="per-token log(s) of the method under test")
+    g.add_argument("--format", default="auto", help="auto (default: from the header or content), ours, "
+                   "attention-sinks, streaming-llm, csv, tsv, jsonl")
     g.add_argument("--method-label", default=None, help="name of the method (default: the file name)")
     g = imp.add_argument_group("columns (default: common spellings, see README)")
     for flag, what in (("--nll-col", "per-token NLL in nats (nll, loss, neg_log_likelihood)"),
@@ -187,8 +198,8 @@ def _add_import_arguments(imp: argparse.ArgumentParser) -> None:
                        ("--latency-col", "seconds per token (latency, time, seconds)"),
                        ("--correct-col", "top-1 correct 0/1 (correct, top1, acc)")):
         g.add_argument(flag, default=None, metavar="NAME", help=what)
-    g.add_argument("--memory-unit", default="B",
-                   help="unit of the memory column: B (default), KiB, MiB, GiB, KB, MB, GB")
+    g.add_argument("--memory-unit", default=None,
+                   help="unit of the memory column: B (default; GiB for attention-sinks), KiB, MiB, GiB, KB, MB, GB")
     g = imp.add_argument_group("model facts")
     g.add_argument("--trained-context", type=_positive_or_any_int, default=None, metavar="N",
                    help="the model's trained context (tokens)")
@@ -211,6 +222,13 @@ def build_import_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     _add_import_arguments(sub.add_parser("import", epilog=EPILOG_IMPORT,
                                          formatter_class=argparse.RawDescriptionHelpFormatter))
+    return parser
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    """``anomaly-probe export`` alone (no torch)."""
+    parser = _Parser(prog="anomaly-probe")
+    _add_export(parser.add_subparsers(dest="command", parser_class=_Parser))
     return parser
 
 
@@ -262,6 +280,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     return run_import(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from anomaly_probe.export.command import run_export
+
+    return run_export(args)
+
+
+def _remove_if_empty(path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
 def _one_line(message: str) -> str:
     """Control characters and line breaks (from a file's column names, a path...) escaped: one line."""
     import re
@@ -275,14 +306,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         words = sys.argv[1:] if argv is None else argv
-        light = {"report": build_report_parser, "import": build_import_parser}.get(words[0] if words else "")
+        light = {"report": build_report_parser, "import": build_import_parser,
+                 "export": build_export_parser}.get(words[0] if words else "")
         parser = light() if light else build_parser()
         args = parser.parse_args(argv)
         args._argv = list(words)  # which flags were typed (run --resume checks them against the saved run)
         if args.command is None:
             parser.print_help()
             return 2
-        return {"run": cmd_run, "report": cmd_report, "check": cmd_check, "import": cmd_import}[args.command](args)
+        return {"run": cmd_run, "report": cmd_report, "check": cmd_check, "import": cmd_import,
+                "export": cmd_export}[args.command](args)
     except UserError as exc:
         err_console.print(f"error: {_one_line(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code

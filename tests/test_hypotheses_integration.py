@@ -58,6 +58,33 @@ def test_every_hypothesis_runs_end_to_end_on_tiny_neox(tmp_path):
     by = {v["hypothesis"]: v for v in verdicts}
     assert by["eval-bias"]["status"] == "refuted"  # fp32 stepwise == batched
     assert by["memory"]["status"] == "refuted"  # a ballast changes no number
+    _report_agrees_with_headline(session.run_dir, res)
+
+
+def _report_agrees_with_headline(run_dir, res):
+    """The report's gap CI is the headline's (one bootstrap, same tokens); its titles are the catalog's."""
+    import re
+
+    from anomaly_probe.hypotheses.catalog import title
+    from anomaly_probe.reports import intervals
+    from anomaly_probe.reports.build import build_report
+    from anomaly_probe.reports.rundata import load_run
+    from anomaly_probe.reports.tree import Table, walk
+
+    data = load_run(run_dir)
+    start, _ = intervals.region_start(data, 700)
+    g = intervals.gap_with_ci(intervals.paired_gaps(data, 700), intervals.run_thresholds(data), start)
+    m = re.search(r"(?:by |gap )([+-]?\d+\.\d+) nats/token(?: \(|, )95% CI ([+-]?\d+\.\d+)\.\.([+-]?\d+\.\d+)",
+                  res["headline"])
+    assert m, res["headline"]
+    assert [float(x) for x in m.groups()] == [round(g[k], 3) for k in ("mean", "ci_low", "ci_high")]
+    report = build_report(data)
+    table = next(b for b in walk(report.sections) if isinstance(b, Table) and b.title.startswith("Baseline vs"))
+    cell = table.rows[0][table.columns.index("NLL gap in the analysis region [95% CI]")].text
+    assert cell.startswith(f"{g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}] on positions"), cell
+    assert "300 resamples" in table.ci  # the run's own thresholds (n_boot=300)
+    for v in res["verdicts"]:
+        assert f"{v['hypothesis']}: {title(v['hypothesis'])}" in [s.title for s in report.sections]
 
 
 def test_a_crashing_hypothesis_becomes_an_error_verdict(tmp_path, monkeypatch):

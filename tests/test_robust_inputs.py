@@ -82,15 +82,25 @@ BAD = [
     (_import("--method-label", "full"), "--method-label full"),
     (_import("--out", "@good.csv"), "is a file; give a folder for the run"),
     (_import("--out", ""), "--out '': give a folder name"),
-    (["import", "--baseline", "@folder", "--method", "@good2.csv"], "unknown extension"),
+    (["import", "--baseline", "@folder", "--method", "@good2.csv"], "is a folder; give a per-token log file"),
+    (["import", "--baseline", "@good.csv", "--method", "@good2.csv", "--format", "streaming-llm"],
+     "is not a streaming-llm log.txt"),
+    (["import", "--baseline", "@good.csv", "--method", "@good2.csv", "--format", "parquet"], "--format 'parquet'"),
     (["import", "--baseline", "@missing.csv", "--method", "@good2.csv"], "no such file"),
     (["import", "--baseline", "@empty.csv", "--method", "@good2.csv"], "is empty"),
     (["import", "--baseline", "@nonfinite.csv", "--method", "@good2.csv"], "is not finite"),
     (["import", "--baseline", "@negative.csv", "--method", "@good2.csv"], "NLL -2.0 < 0"),
     (["import", "--baseline", "@newline-header.jsonl", "--method", "@good2.csv", "--nll-col", "x"],
      "(columns: a\\nb)"),
-    (["import", "--baseline", "@good.csv", "--method", "@short.csv"], "mismatched lengths"),
+    (["import", "--baseline", "@good.csv", "--method", "@disjoint.csv"], "the logs share no (sample, position) pair"),
     (["import", "--baseline", "@good.csv"], "the following arguments are required: --method"),
+    # export
+    (["export"], "the following arguments are required: RUN_DIR"),
+    (["export", "@missing"], "is not a folder"),
+    (["export", "@folder"], "has no results.json"),
+    (["export", "@corrupt-run"], "is not valid JSON"),
+    (["export", "@complete-run", "--out", "@good.csv"], "is a file; give a folder for the CSV files"),
+    (["export", "@complete-run", "--out", ""], "--out '': give a folder name"),
     # top level
     ([], ""),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -110,7 +120,7 @@ def ws(tmp_path_factory):
     (d / "bad.jsonl").write_text('{"nope": 1}\n')
     (d / "good.csv").write_text("nll,pos\n" + "".join(f"{1 + (i % 7) / 10},{i}\n" for i in range(40)))
     (d / "good2.csv").write_text("nll,pos\n" + "".join(f"{1 + (i % 5) / 10},{i}\n" for i in range(40)))
-    (d / "short.csv").write_text("nll,pos\n1,0\n1,1\n")
+    (d / "disjoint.csv").write_text("nll,pos\n1,100\n1,101\n")
     (d / "nonfinite.csv").write_text("nll,pos\n1,0\nnan,1\n")
     (d / "negative.csv").write_text("nll,pos\n1,0\n-2,1\n")
     (d / "newline-header.jsonl").write_text(json.dumps({"a\nb": 1}) + "\n")

@@ -1,4 +1,9 @@
-"""Read one per-token log (CSV, TSV or JSONL) into per-sample arrays, with a clear error for every defect."""
+"""Read one generic per-token table (CSV, TSV or JSONL) into per-sample arrays, with a clear error for every defect.
+
+The pieces (:func:`read_text`, :func:`rows_csv`, :func:`assemble`) are shared by the readers of known
+tools' layouts (:mod:`~anomaly_probe.importer.attention_sinks`, :mod:`~anomaly_probe.importer.streaming_llm`,
+:mod:`~anomaly_probe.importer.ours`); :mod:`~anomaly_probe.importer.formats` picks the reader.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,11 @@ class SampleLog:
         Bytes and seconds per row, shape (n,), float64 (NaN where a row left it empty).
     correct : np.ndarray or None
         Top-1 correctness per row, shape (n,), bool.
+    path : str
+        The file the sample was read from (for messages and the alignment record).
+
+    ``position`` is the index ``i`` of the query: the entry scores token ``i + 1`` (as ``query_pos``
+    of a run's token arrays for the full cache).
     """
 
     sample_id: str
@@ -42,11 +52,16 @@ class SampleLog:
     memory: np.ndarray | None = None
     latency: np.ndarray | None = None
     correct: np.ndarray | None = None
+    path: str = ""
 
 
 @dataclass
 class TokenLog:
-    """One file: its samples in order of first appearance, the columns used and notes for the report."""
+    """One file: its samples in order of first appearance, the columns used and notes for the report.
+
+    ``meta`` holds what the file says about itself (our own per-token log's header: label, trained
+    context, ...); empty for other formats.
+    """
 
     path: str
     format: str
@@ -54,45 +69,47 @@ class TokenLog:
     samples: list[SampleLog]
     rows: int
     notes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
 
 
-def read_log(path: str, explicit: dict[str, str | None], memory_unit: str = "B") -> TokenLog:
-    """Read ``path``.
-
-    Parameters
-    ----------
-    explicit : dict
-        Field -> column name from the flags (None: recognise common spellings).
-    memory_unit : str
-        Unit of the memory column (B, KiB, MiB, GiB, KB, MB, GB); values are converted to bytes.
+def read_text(path: str) -> str:
+    """The file's text (UTF-8, a byte-order mark dropped).
 
     Raises
     ------
     UserError
-        Missing or unreadable file, unknown extension, empty file, missing columns, non-numeric or
-        non-finite values, negative NLL, duplicate positions.
+        No such file, a folder, or not UTF-8 text.
     """
     p = Path(path).expanduser()
-    kind = EXTENSIONS.get(p.suffix.lower())
-    if kind is None:
-        raise UserError(f"{path!r}: unknown extension {p.suffix or '(none)'!r}; use .csv, .tsv or .jsonl")
+    if p.is_dir():
+        raise UserError(f"{path!r} is a folder; give a per-token log file")
     if not p.is_file():
         raise UserError(f"{path!r}: no such file")
-    scale = MEMORY_UNITS.get(memory_unit.upper())
-    if scale is None:
-        raise UserError(f"--memory-unit {memory_unit!r}: use one of B, KiB, MiB, GiB, KB, MB, GB")
     try:
-        text = p.read_text(encoding="utf-8-sig")
+        return p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path!r}: cannot read it as UTF-8 text ({type(exc).__name__})") from None
-    header, rows = _rows_jsonl(text, path) if kind == "jsonl" else _rows_csv(text, path, "\t" if kind == "tsv" else ",")
+
+
+def memory_scale(memory_unit: str | None, default: str = "B") -> float:
+    """Bytes per unit of ``--memory-unit`` (None: ``default``)."""
+    scale = MEMORY_UNITS.get((memory_unit if memory_unit is not None else default).upper())
+    if scale is None:
+        raise UserError(f"--memory-unit {memory_unit!r}: use one of B, KiB, MiB, GiB, KB, MB, GB")
+    return scale
+
+
+def read_table(path: str, text: str, kind: str, explicit: dict[str, str | None], scale: float) -> TokenLog:
+    """A generic table already read as ``text``: ``kind`` is ``csv``, ``tsv`` or ``jsonl``."""
+    header, rows = rows_jsonl(text, path) if kind == "jsonl" else rows_csv(text, path, "\t" if kind == "tsv" else ",")
     if not rows:
         raise UserError(f"{path!r} is empty (no data rows)")
     columns = resolve_columns(header, rows[0][1], explicit, repr(path))
-    return _assemble(path, kind, columns, rows, scale)
+    return assemble(path, kind, columns, rows, scale)
 
 
-def _rows_csv(text: str, path: str, delimiter: str) -> tuple[list[str], list[tuple[int, dict]]]:
+def rows_csv(text: str, path: str, delimiter: str, first_line: int = 1) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Header and ``(line number, row)`` pairs of a delimited table; ``first_line``: the line ``text`` starts at."""
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
     try:
         header = next(reader)
@@ -108,7 +125,7 @@ def _rows_csv(text: str, path: str, delimiter: str) -> tuple[list[str], list[tup
         for values in reader:
             if not any(v.strip() for v in values):
                 continue
-            line = reader.line_num
+            line = reader.line_num + first_line - 1
             if len(values) != len(header):
                 raise UserError(f"{path!r} line {line}: {len(values)} fields, the header has {len(header)}")
             rows.append((line, dict(zip(header, values))))
@@ -117,7 +134,7 @@ def _rows_csv(text: str, path: str, delimiter: str) -> tuple[list[str], list[tup
     return header, rows
 
 
-def _rows_jsonl(text: str, path: str) -> tuple[list[str], list[tuple[int, dict]]]:
+def rows_jsonl(text: str, path: str) -> tuple[list[str], list[tuple[int, dict]]]:
     rows, header = [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -135,16 +152,32 @@ def _rows_jsonl(text: str, path: str) -> tuple[list[str], list[tuple[int, dict]]
     return header, rows
 
 
-def _assemble(path: str, kind: str, columns: dict, rows: list[tuple[int, dict]], memory_scale: float) -> TokenLog:
+def assemble(path: str, kind: str, columns: dict, rows: list[tuple[int, dict]], memory_scale: float,
+             position_shift: int = 0, running_clock: bool = True) -> TokenLog:
+    """Group checked rows by sample and sort them by position.
+
+    Parameters
+    ----------
+    columns : dict
+        Field -> column of ``rows`` (see :func:`~anomaly_probe.importer.columns.resolve_columns`).
+    memory_scale : float
+        Bytes per unit of the memory column.
+    position_shift : int
+        Added to the position column's value (-1 where the column counts the scored token, ``i + 1``).
+    running_clock : bool
+        Read a never-decreasing latency column as a running clock (False where the layout says it is
+        seconds per token).
+    """
     groups: dict[str, dict[str, list]] = {}
     notes = []
     for i, (line, row) in enumerate(rows):
         sid = "0" if columns["sample"] is None else _text(row.get(columns["sample"]), path, line, columns["sample"])
         g = groups.setdefault(sid, {"position": [], "nll": [], "memory": [], "latency": [], "correct": []})
         pos = i if columns["position"] is None else _number(row, columns["position"], path, line, required=True)
-        if pos != int(pos) or pos < 0:
+        if pos != int(pos) or pos + position_shift < 0:
             raise UserError(f"{path!r} line {line}: position {columns['position']!r} = {pos!r} is not a whole "
-                            "number >= 0")
+                            f"number >= {-position_shift}")
+        pos += position_shift
         nll = _number(row, columns["nll"], path, line, required=True)
         if nll < -NEGATIVE_NLL_SLACK:
             raise UserError(f"{path!r} line {line}: NLL {nll} < 0; an NLL is -log p >= 0 nats (a log-probability "
@@ -162,19 +195,20 @@ def _assemble(path: str, kind: str, columns: dict, rows: list[tuple[int, dict]],
         pos = np.asarray(g["position"], dtype=np.int64)[order]
         if pos.size > 1 and (dup := np.flatnonzero(np.diff(pos) == 0)).size:
             hint = " (several samples? name the sample column with --sample-col)" if columns["sample"] is None else ""
-            raise UserError(f"{path!r}: sample {sid!r} has position {int(pos[dup[0]])} twice; one row per scored "
-                            f"token{hint}")
+            value = int(pos[dup[0]])
+            what = f"position {value}" if not position_shift else f"{columns['position']} {value - position_shift}"
+            raise UserError(f"{path!r}: sample {sid!r} has {what} twice; one row per scored token{hint}")
         arrays = {k: np.asarray(g[k], dtype=np.float64)[order] if g[k] else None
                   for k in ("memory", "latency", "correct")}
         if arrays["memory"] is not None:
             arrays["memory"] = arrays["memory"] * memory_scale
-        if arrays["latency"] is not None and _cumulative(arrays["latency"]):
+        if arrays["latency"] is not None and running_clock and _cumulative(arrays["latency"]):
             arrays["latency"] = np.concatenate([[np.nan], np.diff(arrays["latency"])])
             notes.append(f"{path}: latency column {columns['latency']!r} never decreases in sample {sid!r}: read as a "
                          "running clock, per-token latency = difference between rows")
         correct = arrays["correct"]
         samples.append(SampleLog(sid, pos, np.asarray(g["nll"], dtype=np.float64)[order], arrays["memory"],
-                                 arrays["latency"], None if correct is None else np.nan_to_num(correct) > 0.5))
+                                 arrays["latency"], None if correct is None else np.nan_to_num(correct) > 0.5, path))
     return TokenLog(path=path, format=kind, columns=columns, samples=samples, rows=len(rows), notes=notes)
 
 
@@ -220,4 +254,5 @@ def _number(row: dict, col: str, path: str, line: int, required: bool) -> float:
     return x
 
 
-__all__ = ["EXTENSIONS", "FLAGS", "MEMORY_UNITS", "SampleLog", "TokenLog", "read_log"]
+__all__ = ["EXTENSIONS", "FLAGS", "MEMORY_UNITS", "SampleLog", "TokenLog", "assemble", "memory_scale", "read_table",
+           "read_text", "rows_csv", "rows_jsonl"]

@@ -47,7 +47,7 @@ def _record(run_dir: Path, pair: PairedSample, role: str, label: str, L: int, so
     seconds = float(np.nansum(log.latency)) if log.latency is not None and np.isfinite(log.latency).any() else None
     record = UnitRecord(
         key=key, method="full" if role == "baseline" else "imported", label=label, engine=ENGINE, max_tokens=L,
-        sample=pair.index, sample_id=pair.sample_id, source_file=source, tokens_scored=n, nll_mean=nll_mean,
+        sample=pair.index, sample_id=pair.sample_id, source_file=log.path or source, tokens_scored=n, nll_mean=nll_mean,
         ppl=math.exp(nll_mean) if nll_mean < 700 else float("inf"),
         acc=float(log.correct.mean()) if log.correct is not None else None,
         tok_per_s=n / seconds if seconds else None, seconds=seconds,

@@ -39,6 +39,9 @@ def overview(data: RunData) -> Section:
     if data.results.get("status") not in (None, "complete"):
         section.add(Text(f"This run did not finish (status {data.results.get('status')!r}): the report shows "
                          "what was saved so far.", "note"))
+    alignment = data.section("alignment")
+    if alignment.get("dropped") and alignment.get("note"):  # imported logs that covered different tokens
+        section.add(Text(f"The imported logs were aligned: {alignment['note']}.", "note"))
     if data.verdicts:
         section.add(tables.verdict_table(data.verdicts, intervals.run_thresholds(data)))
         section.add(tables.key_value_table("Decision thresholds", data.results.get("thresholds"),

@@ -24,6 +24,8 @@ Schema (version 1), every top-level key::
     analysis_regions[]  runs with hypotheses: the tokens every judge of a length used (``AnalysisRegion.to_dict()``)
     roles[]             :class:`~anomaly_probe.rundir.records.RoleEntry`: which unit plays which role, per
                         hypothesis, length and sample (hypothesis ``none``: the baseline/method pair)
+    alignment           import only: how the logs were aligned on their shared (sample, position) pairs
+                        (tokens_kept, tokens_total, samples_kept, dropped[], samples_only_in, note)
 
 A run with NaN/inf NLL gets ``nonfinite`` (see :mod:`anomaly_probe.nonfinite`); its ``nll_mean`` and
 ``ppl`` are then null. The file is rewritten atomically after every finished unit, so it is always
@@ -41,7 +43,7 @@ from anomaly_probe.verdict import Verdict
 
 SCHEMA_VERSION = 1
 
-_OPTIONAL = ("inputs", "thresholds", "experiment_settings", "analysis_regions")
+_OPTIONAL = ("inputs", "thresholds", "experiment_settings", "analysis_regions", "alignment")
 """Top-level keys left out while None (an import has no inputs; a run without hypotheses no regions)."""
 
 
@@ -64,6 +66,7 @@ class Results:
     experiment_settings: dict | None = None
     analysis_regions: list[dict] | None = None
     roles: list[RoleEntry] = field(default_factory=list)
+    alignment: dict | None = None
     extra: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -113,6 +116,7 @@ class Results:
             experiment_settings=(data.get("experiment_settings") if isinstance(data.get("experiment_settings"), dict)
                                  else None),
             analysis_regions=[r for r in regions if isinstance(r, dict)] if isinstance(regions, list) else None,
-            roles=listing("roles", RoleEntry), extra={k: v for k, v in data.items() if k not in known},
+            roles=listing("roles", RoleEntry),
+            alignment=data.get("alignment") if isinstance(data.get("alignment"), dict) else None, extra={k: v for k, v in data.items() if k not in known},
             schema_version=data.get("schema_version", SCHEMA_VERSION),
         )
