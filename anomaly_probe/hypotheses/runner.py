@@ -6,6 +6,7 @@ import math
 import traceback
 
 from anomaly_probe.hypotheses import ALL, ExperimentSettings, JudgeInput, PlanContext
+from anomaly_probe.hypotheses.findings import finding_clause
 from anomaly_probe.hypotheses.region import AnalysisRegion, find_region
 from anomaly_probe.hypotheses.share import gap_stats
 from anomaly_probe.stats.thresholds import Thresholds
@@ -184,6 +185,7 @@ def headline(session, verdicts: list[Verdict], thresholds: Thresholds,
             parts.append(f"{v.hypothesis} {v.status} ({v.explained_share:.2f} [{v.ci_low:.2f}, {v.ci_high:.2f}])")
         else:
             parts.append(f"{v.hypothesis} {v.status}")
+        parts[-1] += finding_clause(v)
     method = session.method.label()
     region = where[L]
     on = "" if region.basis == "all" else f" on {region.text()}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from anomaly_probe.hypotheses.findings import finding_clause
 from anomaly_probe.hypotheses_names import HYPOTHESES
 from anomaly_probe.importer.memory import judge_memory
 from anomaly_probe.importer.pair import PairedSample
@@ -61,7 +62,7 @@ def headline(pairs: list[PairedSample], verdicts: list[Verdict], method_label: s
     """One sentence: the gap with its CI, the supported hypothesis (if any), every other status."""
     blocks = make_blocks([p.gap[:, None] for p in pairs], th.block_tokens)
     g, lo, hi = mean_ci(blocks, 0, th.n_boot, th.ci_level)
-    parts = [f"{v.hypothesis} {v.status}{_share(v)}" for v in verdicts]
+    parts = [f"{v.hypothesis} {v.status}{_share(v)}{finding_clause(v)}" for v in verdicts]
     where = f"In the imported logs ({blocks.n_tokens} tokens, {blocks.n_samples} sample(s)) {method_label}"
     if not lo > 0:
         return (f"{where} does not beat the full cache beyond noise (gap {g:+.3f} nats/token, 95% CI {lo:+.3f}.."

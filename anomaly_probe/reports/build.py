@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from anomaly_probe.hypotheses.findings import findings_sentence
 from anomaly_probe.hypotheses_names import HYPOTHESES
 from anomaly_probe.reports import roles, tables
 from anomaly_probe.reports.colors import ColorMap
@@ -50,6 +51,8 @@ def overview(data: RunData) -> Section:
                          "what was saved so far.", "note"))
     if data.verdicts:
         section.add(tables.verdict_table(data.verdicts))
+        if findings_sentence(data.verdicts):  # what the data show beyond the statuses (e.g. a wrong config)
+            section.add(Text(findings_sentence(data.verdicts)))
         section.add(tables.key_value_table("Decision thresholds", data.results.get("thresholds"),
                                            "The same for every hypothesis and every model."))
     else:
