@@ -221,3 +221,21 @@ def test_run_with_the_right_config_is_supported_by_the_oracle_without_a_finding(
     assert v.status == "supported", v.message
     assert "finding" not in v.evidence and v.evidence["location_status"] == "supported"
     assert 1.0 <= v.evidence["changepoint_over_trained_context"] <= 1.2
+
+
+# --------------------------------------------------------------------------- the real model (slow)
+@pytest.mark.slow
+def test_smollm2_with_a_config_that_claims_too_much_is_not_refuted(tmp_path, capsys):
+    """SmolLM2-135M is trained at 8192 and breaks at ~10.7k; told 32768, the oracle (windows of 32768)
+    repairs nothing, but the break is in the data: INCONCLUSIVE with the finding, never REFUTED."""
+    out = tmp_path / "run"
+    assert main(["run", "--model", "smollm2-135m", "--max-tokens", "12000", "--trained-context", "32768",
+                 "--hypothesis", "position", "--probes", "none", "--out", str(out)]) == 0
+    capsys.readouterr()
+    res = json.loads((out / "results.json").read_text())
+    (v,) = res["verdicts"]
+    assert v["status"] == "inconclusive", v["message"]
+    b = v["evidence"]["break_inside_trained_context"]
+    assert 10000 <= b <= 11500, v["message"]
+    assert f"breaks at ~{b} tokens although its config says 32768" in v["evidence"]["finding"]
+    assert f"--trained-context {b}" in v["message"] and v["evidence"]["finding"] in res["headline"]
