@@ -187,7 +187,7 @@ def test_import_of_a_break_past_the_trained_context_reports_the_multiple(tmp_pat
     assert v["ci_low"] > TH.support_share and "finding" not in v["evidence"]
 
 
-# --------------------------------------------------------------------------- run: the oracle decides, the config is doubted
+# ----------------------------------------------------------------- run: the oracle decides, the config is doubted
 def _run_input(claimed: int, real: int, oracle_fixes: bool):
     from anomaly_probe.hypotheses import JudgeInput
     from anomaly_probe.methods import StreamingLLM

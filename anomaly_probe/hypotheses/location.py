@@ -23,11 +23,13 @@ Definitions (thresholds from :class:`~anomaly_probe.stats.thresholds.Thresholds`
 
 Status: SUPPORTED when concentrated and the onset is a rise at or after the trained context (the
 best split locates it; the excess CI already says the rise is real, so a short log whose permutation
-test cannot reach ``region_alpha`` is not held back). Otherwise a break inside the claimed context gives INCONCLUSIVE with the finding (never
-REFUTED). REFUTED when no position passes the trained context; when the region has an anomaly (gap
-CI above 0) but its share CI lies below ``refute_share``; or when it has none and either the excess CI
-is inside +-``null_effect_nats`` or the excess is not above 0 beyond noise and the gap has no
-significant rise anywhere (nothing for positions to explain, and no sign of them). Everything else, too little data and an unknown trained context: INCONCLUSIVE.
+test cannot reach ``region_alpha`` is not held back). Otherwise a break inside the claimed context
+gives INCONCLUSIVE with the finding (never REFUTED). REFUTED when no position passes the trained
+context; when the region has an anomaly (gap CI above 0) but its share CI lies below
+``refute_share``; or when it has none and either the excess CI is inside +-``null_effect_nats`` or
+the excess is not above 0 beyond noise and the gap has no significant rise anywhere (nothing for
+positions to explain, and no sign of them). Everything else, too little data and an unknown trained
+context: INCONCLUSIVE.
 """
 
 from __future__ import annotations
@@ -152,36 +154,43 @@ def judge_location(curves: list[Curve], trained_context: int | None, th: Thresho
     if rise.significant and rise.onset >= tc - block and rise.blocks_after >= th.min_blocks:
         start = max(rise.onset, tc + 1)
     loc.stats = split_stats(curves, tc, start, th) | {"region_start": start}
-    ok, why = concentrated(loc.stats, th)
     s = loc.stats
     est = (f"est. share {s['estimated_share']:.2f} (95% CI {_f(s['estimated_share_ci'][0])}.."
            f"{_f(s['estimated_share_ci'][1])})")
     nums = (f"The gap is {s['gap_within_nats']:+.3f} nats/token within the trained context ({tc}) and "
             f"{s['gap_region_nats']:+.3f} on positions {start}-{max_pos} (excess {s['excess_nats']:+.3f}, 95% CI "
             f"{s['excess_ci'][0]:+.3f}..{s['excess_ci'][1]:+.3f}).")
-    # located by the best split; a significant one is needed only to move the region or to doubt the config
-    at_or_after = rise.onset is not None and rise.after > rise.before and rise.onset >= tc - block
-    if ok and at_or_after:
-        loc.status, lead = "supported", f"The gap is concentrated past the trained context: {est}."
-    elif loc.break_at is not None:
-        lead = f"The gap rises inside what the config calls the trained context ({est} past it)."
-    elif s["gap_region_ci"][0] > 0 and s["estimated_share_ci"][1] < th.refute_share:
-        loc.status, lead = "refuted", f"The gap is not concentrated past the trained context: {est}."
-    elif not s["gap_region_ci"][0] > 0 and -th.null_effect_nats <= s["excess_ci"][0] \
-            and s["excess_ci"][1] <= th.null_effect_nats:
-        loc.status, lead = "refuted", "No anomaly past the trained context, and the gap is the same on both sides of it."
-    elif not s["gap_region_ci"][0] > 0 and not s["excess_ci"][0] > 0 and not rise.significant:
-        loc.status, lead = "refuted", ("No anomaly past the trained context, and the gap neither rises significantly "
-                                       "anywhere nor is larger past the trained context.")
-    elif not s["gap_region_ci"][0] > 0:
-        lead = ("No anomaly past the trained context (the method does not beat the full cache there beyond noise), "
-                "but the gap changes across it.")
-    elif ok:
-        lead = f"The gap is concentrated past the trained context ({est}) but its rise does not start there."
-    else:
-        lead = f"The gap is not clearly concentrated past the trained context ({est}): {why}."
+    loc.status, lead = _status(loc, est, th)
     loc.message = _join(lead, nums, _where(loc, th), _finding(loc))
     return loc
+
+
+def _status(loc: Location, est: str, th: Thresholds) -> tuple[str, str]:
+    """The status rule of the module docstring once the within / region statistics exist: status and lead."""
+    rise, tc, s = loc.rise, loc.trained_context, loc.stats
+    ok, why = concentrated(s, th)
+    anomaly = s["gap_region_ci"][0] > 0
+    ex_lo, ex_hi = s["excess_ci"]
+    # located by the best split; a significant one is needed only to move the region or to doubt the config
+    at_or_after = rise.onset is not None and rise.after > rise.before and rise.onset >= tc - th.block_tokens
+    if ok and at_or_after:
+        return "supported", f"The gap is concentrated past the trained context: {est}."
+    if loc.break_at is not None:
+        return "inconclusive", f"The gap rises inside what the config calls the trained context ({est} past it)."
+    if anomaly and s["estimated_share_ci"][1] < th.refute_share:
+        return "refuted", f"The gap is not concentrated past the trained context: {est}."
+    if not anomaly and -th.null_effect_nats <= ex_lo and ex_hi <= th.null_effect_nats:
+        return "refuted", "No anomaly past the trained context, and the gap is the same on both sides of it."
+    if not anomaly and not ex_lo > 0 and not rise.significant:
+        return "refuted", ("No anomaly past the trained context, and the gap neither rises significantly anywhere "
+                           "nor is larger past the trained context.")
+    if not anomaly:
+        return "inconclusive", ("No anomaly past the trained context (the method does not beat the full cache there "
+                                "beyond noise), but the gap changes across it.")
+    if ok:
+        return "inconclusive", (f"The gap is concentrated past the trained context ({est}) but its rise does not "
+                                "start there.")
+    return "inconclusive", f"The gap is not clearly concentrated past the trained context ({est}): {why}."
 
 
 def concentrated(stats: dict, th: Thresholds) -> tuple[bool, str]:
