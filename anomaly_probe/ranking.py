@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
+from anomaly_probe.hypotheses.findings import finding_clause
 from anomaly_probe.verdict import Verdict
 
 
@@ -116,9 +117,10 @@ def listing(parts: list[str], verdicts: list[Verdict]) -> str:
 
 
 def _part(v: Verdict, wording: Wording) -> str:
-    """``position supported (1.18 [1.11, 1.28])``, or ``numerics refuted`` without a share."""
+    """``position supported (1.18 [1.11, 1.28])``, or ``numerics refuted`` without a share; a verdict's
+    finding (:mod:`anomaly_probe.hypotheses.findings`) follows in parentheses."""
     share = _share(v, wording.share, "{:.2f} [{:.2f}, {:.2f}]")
-    return f"{v.hypothesis} {v.status}" + (f" ({share})" if share else "")
+    return f"{v.hypothesis} {v.status}" + (f" ({share})" if share else "") + finding_clause(v)
 
 
 def _share(v: Verdict, prefix: str, form: str) -> str:

@@ -2,8 +2,10 @@
 
 Intervention: a baseline that never sees a position past its trained context, the strided
 sliding-window re-computation ("recompute oracle", window = trained context). Evidence: the NLL by
-position for baseline, method and oracle, and a changepoint in the gap found from the data and
-compared with the trained context.
+position for baseline, method and oracle, and where the gap rises (the location judge shared with
+``import``, :mod:`anomaly_probe.hypotheses.location`), as a multiple of the trained context. The
+status comes from the oracle's share, except that a REFUTED becomes INCONCLUSIVE when the dense model
+breaks inside what the config calls its trained context (the config is doubted, not the cause).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from anomaly_probe.hypotheses.base import Hypothesis, JudgeInput, PlanContext, RoleSpec
+from anomaly_probe.hypotheses.curves import Curve
+from anomaly_probe.hypotheses.location import judge_location
 from anomaly_probe.hypotheses.share import binned, judge_share, position_edges
-from anomaly_probe.stats import mean_shift_changepoint
 from anomaly_probe.verdict import Verdict
 
 
@@ -38,13 +41,10 @@ class Position(Hypothesis):
         n = min(len(c) for c in cols)
         mean_cols = np.mean([c[:n] for c in cols], axis=0)  # (n, 3) averaged over samples
         gap_curve = mean_cols[:, 0] - mean_cols[:, 1]
-        block = th.block_tokens
-        nb = n // block
-        cp_tokens, gain = None, 0.0
-        if nb >= 4:
-            block_gap = gap_curve[: nb * block].reshape(nb, block).mean(axis=1)
-            cp, gain = mean_shift_changepoint(block_gap)
-            cp_tokens = None if cp is None else int(cp * block + 1)  # +1: entry i scores position i+1
+        # where the gap rises, from the curves alone (entry i scores position i + 1)
+        loc = judge_location([Curve(np.arange(1, len(c) + 1), c[:, 0] - c[:, 1], c[:, 0]) for c in cols],
+                             data.trained_context, th)
+        cp_tokens = loc.rise.onset if loc.rise else None
         positions = np.arange(1, n + 1)
         edges = position_edges(n)
         centers = [float((a + b) / 2) for a, b in zip(edges[:-1], edges[1:])]
@@ -67,15 +67,31 @@ class Position(Hypothesis):
              "series": [{"name": "baseline - method", "y": binned(gap_curve, positions, edges), "color_key": "gap"}],
              "spans": spans},
         ]
-        evidence = {"trained_context": tc, "changepoint_tokens": cp_tokens, "changepoint": cp_tokens, "changepoint_gain": gain,
-                    "changepoint_over_trained_context": (cp_tokens / tc) if cp_tokens else None,
-                    "max_position": int(n), "figures": figures}
+        evidence = {"trained_context": tc, "changepoint_tokens": cp_tokens,
+                    **{k: v for k, v in loc.evidence().items() if k != "finding"},
+                    "location_message": loc.message, "max_position": int(n), "figures": figures}
         verdict = judge_share(self.name, gap, effect, th, region=data.region_text(),
                               what=f"recomputing the baseline in windows of at most {tc} tokens (trained context)",
                               effect_label="mean NLL(full) - NLL(recompute oracle) (nats/token)", evidence=evidence)
-        if cp_tokens:
-            verdict.message += (f" The gap changes level at token {cp_tokens} ({cp_tokens / tc:.2f} x the trained "
-                                f"context; {100 * gain:.0f}% of its variance).")
+        if loc.rise and loc.rise.significant:
+            verdict.message += (f" The gap rises at position {cp_tokens} ({cp_tokens / tc:.2f} x the trained context; "
+                                f"permutation p={loc.rise.p_value:.3f}).")
         if n <= tc:
             verdict.message += f" All {n} positions lie inside the trained context ({tc})."
+        return _doubt_the_config(verdict, loc)
+
+
+def _doubt_the_config(verdict: Verdict, loc) -> Verdict:
+    """A config that claims too much is caught, not believed: when the dense model breaks inside the
+    claimed trained context (:mod:`~anomaly_probe.hypotheses.location`), the oracle (windows of the
+    claimed length) cannot repair it, so its REFUTED becomes INCONCLUSIVE with the finding."""
+    if loc.finding is None or verdict.status == "supported":
         return verdict
+    if verdict.status == "refuted":
+        verdict.status = "inconclusive"
+        verdict.message += " Not refuted: the oracle's windows are as long as the config claims, and"
+    else:
+        verdict.message += " Also:"
+    verdict.message += f" {loc.finding}."
+    verdict.evidence["finding"] = loc.finding
+    return verdict

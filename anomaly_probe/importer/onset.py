@@ -1,7 +1,7 @@
 """Where the gap starts to change: a flat segment followed by a shifted, possibly sloped one.
 
-The recompute oracle is not available for imported logs, so the position verdict leans on *where* the
-gap changes. A plain mean shift (``stats.mean_shift_changepoint``) puts the split of a ramp in its
+Used by the memory verdict of imported logs (does the gap change where latency jumps?); position uses
+the permutation-tested split of :mod:`anomaly_probe.hypotheses.curves` instead. A plain mean shift (``stats.mean_shift_changepoint``) puts the split of a ramp in its
 middle; this fit finds the onset of both a step and a ramp.
 """
 

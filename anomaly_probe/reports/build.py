@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from anomaly_probe.hypotheses.catalog import HYPOTHESES, title
+from anomaly_probe.hypotheses.findings import findings_sentence
 from anomaly_probe.reports import intervals, roles, tables
 from anomaly_probe.reports.colors import ColorMap
 from anomaly_probe.reports.figures import BUILDERS, SUPERSEDED
@@ -44,6 +45,8 @@ def overview(data: RunData) -> Section:
         section.add(Text(f"The imported logs were aligned: {alignment['note']}.", "note"))
     if data.verdicts:
         section.add(tables.verdict_table(data.verdicts, intervals.run_thresholds(data)))
+        if findings_sentence(data.verdicts):  # what the data show beyond the statuses (e.g. a wrong config)
+            section.add(Text(findings_sentence(data.verdicts)))
         section.add(tables.key_value_table("Decision thresholds", data.results.get("thresholds"),
                                            "The same for every hypothesis and every model."))
     else:

@@ -32,8 +32,10 @@ class Thresholds:
         Per-dtype max |dNLL| under which two evaluation paths count as the same computation
         (eval-bias): float32 1e-4 as measured stepwise vs batched; half precisions are coarser.
     changepoint_tolerance : float
-        Imported logs (no oracle): the gap's onset counts as "at the trained context" when it lies within
-        this fraction of the trained context from it (or within one position bin, whichever is wider).
+        Position: the gap's onset is "well before" the trained context (pointing away from position)
+        when it lies more than this fraction of the trained context before it; onsets after it are
+        normal and only reported as a multiple. Imported memory logs: the gap's onset "follows" a
+        latency jump within this fraction of the jump's position.
     latency_jump_factor : float
         Imported logs: a per-token latency block this many times the early blocks' median is a swap signature.
     memory_corr_min : float
