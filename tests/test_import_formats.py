@@ -20,9 +20,9 @@ from anomaly_probe.errors import UserError
 from anomaly_probe.importer.formats import detect, read_one
 from synthetic_run import write_synthetic_run
 
-TC = 256  # trained context of the synthetic logs
-N = 2048  # tokens the method's log scores
-DENSE = 1400  # tokens the dense log scores before it "runs out of memory" (11 bootstrap blocks of 128)
+TC = 1024  # trained context of the synthetic logs (8 blocks inside it: a bootstrap needs both sides)
+N = 4096  # tokens the method's log scores
+DENSE = 3000  # tokens the dense log scores before it "runs out of memory" (23 bootstrap blocks of 128)
 
 
 def nll_pair(seed: int = 0, break_at: int = TC):
