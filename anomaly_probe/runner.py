@@ -127,10 +127,11 @@ class Session:
 
     # ------------------------------------------------------------------ scoring
     def unit(self, max_tokens: int, sample: int, method: CacheMethod, engine: str = "auto",
-             intervention: str = "none", prefix: int | None = None) -> Unit:
+             intervention: str = "none", prefix: int | None = None, windows: tuple = ()) -> Unit:
         if prefix is not None and prefix >= max_tokens:
             prefix = None
-        return Unit(max_tokens, sample, method, pick_engine(engine, method), intervention, prefix)
+        return Unit(max_tokens, sample, method, pick_engine(engine, method, internal=True), intervention, prefix,
+                    tuple(windows))
 
     def score(self, unit: Unit, progress=None) -> dict:
         """Score ``unit`` (once; later calls return the saved record)."""
@@ -139,6 +140,8 @@ class Session:
                 return run
         fn = ENGINES.get(unit.engine)
         kwargs = {"chunk_size": self.config.chunk_size} if unit.engine in CHUNKED_ENGINES else {}
+        if unit.windows:
+            kwargs["windows"] = unit.windows
         ids = self._samples[unit.max_tokens][unit.sample][:unit.n_tokens]
         intervention_info: dict = {}
         probes = ProbeSession(self.loaded.model, parse_probes(self.config.probes))
@@ -156,6 +159,7 @@ class Session:
             "intervention": unit.intervention,
             "intervention_info": intervention_info,
             "prefix": unit.prefix,
+            **({"windows": [list(w) for w in unit.windows]} if unit.windows else {}),
             "dtype": dtype_name(self.dtype),
             "max_tokens": unit.max_tokens,
             "sample": unit.sample,

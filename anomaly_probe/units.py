@@ -32,6 +32,9 @@ class Unit:
     prefix : int or None
         Score only the first ``prefix`` tokens of the sample (``None``: all of it). Expensive engines
         (the token loop) use it to check a prefix of a long sample.
+    windows : tuple of (start, stop)
+        Entry ranges an engine scores in a special way (the ``spot`` engine: one query per forward);
+        empty for every other run.
     """
 
     max_tokens: int
@@ -40,6 +43,7 @@ class Unit:
     engine: str
     intervention: str = "none"
     prefix: int | None = None
+    windows: tuple[tuple[int, int], ...] = ()
 
     @property
     def n_tokens(self) -> int:
@@ -51,4 +55,6 @@ class Unit:
         raw = f"L{self.max_tokens}-s{self.sample}-{self.method.label()}-{self.engine}-{self.intervention}"
         if self.prefix is not None and self.prefix < self.max_tokens:
             raw += f"-prefix{self.prefix}"
+        if self.windows:
+            raw += "-w" + ".".join(f"{a}x{b - a}" for a, b in self.windows)
         return re.sub(r"[^A-Za-z0-9._+-]+", "_", raw).strip("_")

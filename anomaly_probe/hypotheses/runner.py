@@ -42,7 +42,7 @@ def plan(session, names: list[str], settings: ExperimentSettings) -> tuple[list[
                     table["method"].append(session.unit(L, s, session.method, session.config.engine))
                     for role, spec in specs.items():
                         table.setdefault(role, []).append(
-                            session.unit(L, s, spec.method, spec.engine, spec.intervention, spec.prefix))
+                            session.unit(L, s, spec.method, spec.engine, spec.intervention, spec.prefix, spec.windows))
             except Exception as exc:  # noqa: BLE001 - one hypothesis' failure must not stop the others
                 errors.append(_error(name, L, exc))
                 continue

@@ -30,13 +30,13 @@ def role_runs(data: RunData, role: str) -> list[dict]:
     """Plain runs of one role.
 
     ``baseline``: full cache, no intervention, preferring a non-stepwise engine (the baseline is
-    scored batched; a stepwise full-cache run is the eval-bias check). ``method``: the method under
+    scored batched; stepwise and spot-window full-cache runs are the eval-bias check). ``method``: the method under
     test, no intervention. ``oracle``: method ``recompute``.
     """
     runs = [r for r in data.runs if plain(r)]
     if role == "baseline":
         full = [r for r in runs if r.get("method") == "full"]
-        fast = [r for r in full if r.get("engine") != "stepwise"]
+        fast = [r for r in full if r.get("engine") not in ("stepwise", "spot")]
         return fast or full
     if role == "method":
         label = method_label(data)
@@ -95,4 +95,6 @@ def run_label(run: dict) -> str:
     if isinstance(run.get("prefix"), int):
         engine = f"{run['engine']}, " if isinstance(run.get("engine"), str) else ""
         label += f" ({engine}first {run['prefix']} tokens)"
+    if isinstance(run.get("windows"), list) and run["windows"]:
+        label += f" (batched, {len(run['windows'])} stepwise windows)"
     return label
