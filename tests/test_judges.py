@@ -168,6 +168,75 @@ def test_power_detects_no_difference_in_accuracy():
     assert v.evidence["power"]["nll_significant"] is True
 
 
+WINDOWS = [(1024, 1056), (2048, 2080), (2967, 2999)]  # entries; the last one ends the sample (N = 3000)
+
+
+def _spot_input(windows=WINDOWS, plant=None, start=2000):
+    """Stepwise prefix of 1000 tokens, the batched baseline, and a spot run agreeing with it to ~1e-6
+    except where ``plant(spot, base, meth)`` changes it; the analysis region starts at entry ``start``."""
+    def fn(rng, base, meth):
+        spot = base + rng.normal(0, 1e-6, len(base))
+        if plant:
+            plant(spot, base, meth)
+        return {"stepwise": base[:999] + rng.normal(0, 1e-6, 999), "batched": base, "spot": spot}
+
+    runs = _evalbias_runs(N, prefix=1000)
+    runs["spot"] = [{"tokens_scored": N, "max_tokens": N + 1, "prefix": None,
+                     "windows": [list(w) for w in windows]}] * S
+    data = make_input("eval-bias", fn, runs=runs)
+    data.analysis_start = start
+    return data
+
+
+def test_evalbias_judges_prefix_and_spot_windows_together():
+    v = ALL["eval-bias"].judge(_spot_input())
+    assert v.status == "refuted", v.message
+    assert "positions 1-999 and spot windows 1025-1056, 2049-2080, 2968-2999" in v.message
+    assert "in the analysis region: 2049-2080, 2968-2999" in v.message
+    ev = v.evidence
+    assert ev["spot_window_entries"] == [list(w) for w in WINDOWS]
+    assert ev["spot_window_region"] == ["outside", "inside", "inside"]
+    assert all(m < 1e-5 for m in ev["spot_window_max_abs_dnll"]) and len(ev["spot_windows"]) == 3
+    assert ev["stepwise_tokens"] == S * (999 + 3 * 32)
+    assert ev["spot_batched_parts_max_abs_dnll"] < 1e-5
+
+
+def test_evalbias_catches_a_divergence_inside_one_spot_window():
+    """Only the last window (positions 2968-2999) diverges, as a long-context kernel would: the prefix
+    alone would refute eval-bias; with the window it is not refuted, and the message says where."""
+    def plant(spot, base, meth):  # stepwise scoring there differs by the whole gap
+        spot[2967:2999] = 2 * base[2967:2999] - meth[2967:2999]
+
+    for start in (2000, 0):  # the window inside a region too small to judge; the whole sample as region
+        v = ALL["eval-bias"].judge(_spot_input(plant=plant, start=start))
+        assert v.status == "inconclusive", v.message
+        assert "2968-2999" in v.message and v.evidence["max_abs_dnll"] > 0.1
+        assert v.evidence["prefix_max_abs_dnll"] < 1e-4
+        assert v.evidence["spot_window_max_abs_dnll"][2] == v.evidence["max_abs_dnll"]
+    prefix_only = _spot_input(plant=plant)
+    del prefix_only.nll["spot"], prefix_only.runs["spot"]
+    assert ALL["eval-bias"].judge(prefix_only).status == "refuted"
+
+
+def test_evalbias_small_window_divergence_does_not_block_a_refutation():
+    """0.02 nats/token in one window: beyond the float32 tolerance but far below the 0.5 gap."""
+    def plant(spot, base, meth):
+        spot[2048:2080] = base[2048:2080] + 0.02
+
+    v = ALL["eval-bias"].judge(_spot_input(plant=plant, start=0))
+    assert v.status == "refuted", v.message
+    assert "2049-2080" in v.message
+
+
+def test_evalbias_enough_window_tokens_in_the_region_give_a_share():
+    def plant(spot, base, meth):  # NLL(stepwise) - NLL(batched) = the gap (the documented effect's sign)
+        spot[2000:3000] = 2 * base[2000:3000] - meth[2000:3000]
+
+    v = ALL["eval-bias"].judge(_spot_input(windows=[(2000, 3000)], plant=plant, start=2000))
+    assert v.status == "supported", v.message
+    assert 0.8 < v.explained_share < 1.2 and v.n["tokens"] == S * 1000
+
+
 @pytest.mark.parametrize("hypothesis", ["dilution", "handling", "sinks"])
 def test_full_cache_method_has_nothing_to_compare(hypothesis):
     data = make_input(hypothesis, lambda rng, b, m: {}, method=FullCache())

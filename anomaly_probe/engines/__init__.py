@@ -3,6 +3,8 @@
 * ``batched``: the full cache in chunked forwards (the standard perplexity computation).
 * ``parallel``: any sinks + recent-window cache, many queries per forward, exact per token.
 * ``recompute``: the strided sliding-window recomputation oracle (its own method).
+* ``spot`` (internal, not a ``--engine`` choice): batched with stepwise spot windows, the eval-bias
+  check at long positions; its windows come from the experiment that plans the run.
 
 :func:`pick_engine` resolves ``--engine auto`` to the fastest engine that is exact for a method.
 """
@@ -16,6 +18,7 @@ from anomaly_probe.engines.batched import score_batched
 from anomaly_probe.engines.parallel import parallel_support, score_parallel
 from anomaly_probe.engines.recompute import score_recompute
 from anomaly_probe.engines.scores import TokenScores
+from anomaly_probe.engines.spot import score_spot
 from anomaly_probe.engines.stepwise import score_stepwise
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods.base import CacheMethod
@@ -27,9 +30,12 @@ ENGINES.register("stepwise", score_stepwise)
 ENGINES.register("batched", score_batched)
 ENGINES.register("parallel", score_parallel)
 ENGINES.register("recompute", score_recompute)
-ENGINE_CHOICES = ("auto", *ENGINES.names())
+ENGINES.register("spot", score_spot)
+INTERNAL_ENGINES = ("spot",)
+"""Engines that experiments plan (with arguments a user cannot give): never a ``--engine`` choice."""
+ENGINE_CHOICES = ("auto", *(n for n in ENGINES.names() if n not in INTERNAL_ENGINES))
 
-CHUNKED_ENGINES = ("batched", "parallel", "recompute")
+CHUNKED_ENGINES = ("batched", "parallel", "recompute", "spot")
 """Engines that take ``chunk_size`` (queries per forward)."""
 
 
@@ -37,18 +43,22 @@ class EngineFallback(UserWarning):
     """``--engine auto`` chose the slow stepwise engine because no faster one is exact for the method."""
 
 
-def pick_engine(requested: str, method: CacheMethod) -> str:
+def pick_engine(requested: str, method: CacheMethod, internal: bool = False) -> str:
     """Resolve ``auto`` and refuse combinations that are not exact.
 
     ``auto`` gives ``recompute`` for the recompute oracle, ``batched`` for the full cache and
     ``parallel`` for every sinks + recent-window cache; a method the parallel engine cannot score
-    exactly falls back to ``stepwise`` with an :class:`EngineFallback` warning saying why.
+    exactly falls back to ``stepwise`` with an :class:`EngineFallback` warning saying why. The
+    :data:`INTERNAL_ENGINES` are accepted only with ``internal=True`` (a run an experiment planned).
 
     Raises
     ------
     UserError
         Unknown engine, or an engine that cannot score ``method`` exactly.
     """
+    if requested in INTERNAL_ENGINES and not internal:
+        raise UserError(f"--engine {requested}: an engine the eval-bias experiment plans itself, not a choice; "
+                        f"use one of {', '.join(ENGINE_CHOICES)}")
     if requested != "auto":
         ENGINES.get(requested)
     if isinstance(method, RecomputeOracle):
@@ -65,12 +75,12 @@ def pick_engine(requested: str, method: CacheMethod) -> str:
             return "parallel"
         warnings.warn(f"--engine auto: using the stepwise engine: {reason}", EngineFallback, stacklevel=2)
         return "stepwise"
-    if requested == "batched" and not method.is_full:
-        raise UserError(f"--engine batched scores the full cache only, not {method.label()}; use parallel or auto")
+    if requested in ("batched", "spot") and not method.is_full:
+        raise UserError(f"--engine {requested} scores the full cache only, not {method.label()}; use parallel or auto")
     if requested == "parallel" and (reason := parallel_support(method)) is not None:
         raise UserError(f"--engine parallel: {reason}; use stepwise or auto")
     return requested
 
 
-__all__ = ["CHUNKED_ENGINES", "ENGINES", "ENGINE_CHOICES", "EngineFallback", "TokenScores", "pick_engine",
-           "score_batched", "score_parallel", "score_recompute", "score_stepwise"]
+__all__ = ["CHUNKED_ENGINES", "ENGINES", "ENGINE_CHOICES", "INTERNAL_ENGINES", "EngineFallback", "TokenScores",
+           "pick_engine", "score_batched", "score_parallel", "score_recompute", "score_spot", "score_stepwise"]

@@ -28,6 +28,11 @@ class ExperimentSettings:
     stepwise_tokens : int
         The eval-bias token loop scores this prefix of each sample (0: the whole sample). The loop is
         ~30x slower than a batched forward on a CPU; the prefix still checks the same computation.
+    spot_tokens : int
+        eval-bias past the prefix: tokens per spot window scored one at a time on a batched-prefilled
+        cache (past 1024, past 4096, past the trained context, the sample's end; see
+        ``hypotheses/spots.py``); 0: no windows. The windows cost about one batched run of the sample
+        plus ``4 * spot_tokens`` decode steps.
     ballast_fraction : float
         Memory experiment: hold this fraction of the available memory...
     ballast_cap_bytes : int
@@ -37,6 +42,7 @@ class ExperimentSettings:
     """
 
     stepwise_tokens: int = 1024
+    spot_tokens: int = 32
     ballast_fraction: float = 0.5
     ballast_cap_bytes: int = 8 * 2**30
     recompute_stride_fraction: float = 0.5
@@ -50,6 +56,7 @@ class RoleSpec:
     engine: str = "auto"
     intervention: str = "none"
     prefix: int | None = None
+    windows: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def role_runs(data: RunData, role: str) -> list[dict]:
 
     From the saved role table when the folder has one. Otherwise guessed from the run records:
     ``baseline``: full cache, no intervention, preferring a non-stepwise engine (the baseline is
-    scored batched; a stepwise full-cache run is the eval-bias check). ``method``: the method under
+    scored batched; stepwise and spot-window full-cache runs are the eval-bias check). ``method``: the method under
     test, no intervention. ``oracle``: method ``recompute``.
     """
     if role not in ROLES:
@@ -45,7 +45,7 @@ def role_runs(data: RunData, role: str) -> list[dict]:
     runs = [r for r in data.runs if plain(r)]
     if role == "baseline":
         full = [r for r in runs if r.get("method") == "full"]
-        fast = [r for r in full if r.get("engine") != "stepwise"]
+        fast = [r for r in full if r.get("engine") not in ("stepwise", "spot")]
         return fast or full
     if role == "method":
         label = method_label(data)
@@ -102,4 +102,6 @@ def run_label(run: dict) -> str:
     if isinstance(run.get("prefix"), int):
         engine = f"{run['engine']}, " if isinstance(run.get("engine"), str) else ""
         label += f" ({engine}first {run['prefix']} tokens)"
+    if isinstance(run.get("windows"), list) and run["windows"]:
+        label += f" (batched, {len(run['windows'])} stepwise windows)"
     return label

@@ -118,7 +118,7 @@ def plan(view: ScoredRuns, names: list[str], settings: ExperimentSettings) -> tu
                     table["method"].append(meth)
                     for role, spec in specs.items():
                         table.setdefault(role, []).append(
-                            make_unit(L, s, spec.method, spec.engine, spec.intervention, spec.prefix))
+                            make_unit(L, s, spec.method, spec.engine, spec.intervention, spec.prefix, spec.windows))
             except Exception as exc:  # noqa: BLE001 - one hypothesis' failure must not stop the others
                 errors.append(_error(name, L, exc))
                 continue

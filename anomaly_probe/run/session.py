@@ -128,9 +128,9 @@ class Session:
 
     # ------------------------------------------------------------------ units
     def unit(self, max_tokens: int, sample: int, method: CacheMethod, engine: str = "auto",
-             intervention: str = "none", prefix: int | None = None) -> Unit:
+             intervention: str = "none", prefix: int | None = None, windows: tuple = ()) -> Unit:
         """The unit for these settings (see :func:`~anomaly_probe.run.units.make_unit`)."""
-        return make_unit(max_tokens, sample, method, engine, intervention, prefix)
+        return make_unit(max_tokens, sample, method, engine, intervention, prefix, windows)
 
     def pair(self, max_tokens: int, sample: int) -> tuple[Unit, Unit]:
         """The baseline and method units at one length and sample."""
@@ -156,6 +156,8 @@ class Session:
                 return run
         fn = ENGINES.get(unit.engine)
         kwargs = {"chunk_size": self.config.chunk_size} if unit.engine in CHUNKED_ENGINES else {}
+        if unit.windows:
+            kwargs["windows"] = unit.windows
         ids = self._samples[unit.max_tokens][unit.sample][:unit.n_tokens]
         intervention_info: dict = {}
         probes = ProbeSession(self.loaded.model, parse_probes(self.config.probes))
@@ -168,7 +170,7 @@ class Session:
         record = UnitRecord(
             **unit.method.describe(), key=unit.key, label=unit.method.label(), engine=unit.engine,
             intervention=unit.intervention, intervention_info=intervention_info, prefix=unit.prefix,
-            dtype=dtype_name(self.dtype), max_tokens=unit.max_tokens, sample=unit.sample, **scores.summary(),
+            windows=[list(w) for w in unit.windows] or None, dtype=dtype_name(self.dtype), max_tokens=unit.max_tokens, sample=unit.sample, **scores.summary(),
             tokens_file=save_tokens(self.run_dir, unit.key, arrays),
             **probes.save(self.run_dir, unit.key),  # trace_file, trace_bytes_per_step (with --probes)
             nonfinite=nonfinite,

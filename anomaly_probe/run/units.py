@@ -35,6 +35,9 @@ class Unit:
     prefix : int or None
         Score only the first ``prefix`` tokens of the sample (``None``: all of it). Expensive engines
         (the token loop) use it to check a prefix of a long sample.
+    windows : tuple of (start, stop)
+        Entry ranges an engine scores in a special way (the ``spot`` engine: one query per forward);
+        empty for every other run.
     """
 
     max_tokens: int
@@ -43,6 +46,7 @@ class Unit:
     engine: str
     intervention: str = "none"
     prefix: int | None = None
+    windows: tuple[tuple[int, int], ...] = ()
 
     @property
     def n_tokens(self) -> int:
@@ -54,16 +58,20 @@ class Unit:
         raw = f"L{self.max_tokens}-s{self.sample}-{self.method.label()}-{self.engine}-{self.intervention}"
         if self.prefix is not None and self.prefix < self.max_tokens:
             raw += f"-prefix{self.prefix}"
+        if self.windows:
+            raw += "-w" + ".".join(f"{a}x{b - a}" for a, b in self.windows)
         return re.sub(r"[^A-Za-z0-9._+-]+", "_", raw).strip("_")
 
 
 def make_unit(max_tokens: int, sample: int, method: CacheMethod, engine: str = "auto", intervention: str = "none",
-              prefix: int | None = None) -> Unit:
+              prefix: int | None = None, windows: tuple = ()) -> Unit:
     """The unit for these settings: ``engine`` resolved (``auto`` -> the fastest exact engine for the
-    method), a ``prefix`` that covers the whole sample dropped (so it shares the whole sample's key)."""
+    method; internal engines such as ``spot`` are allowed, since only experiments plan them), a ``prefix``
+    that covers the whole sample dropped (so it shares the whole sample's key)."""
     if prefix is not None and prefix >= max_tokens:
         prefix = None
-    return Unit(max_tokens, sample, method, pick_engine(engine, method), intervention, prefix)
+    return Unit(max_tokens, sample, method, pick_engine(engine, method, internal=True), intervention, prefix,
+                tuple(tuple(w) for w in windows))
 
 
 def pair_units(max_tokens: int, sample: int, method: CacheMethod, engine: str) -> tuple[Unit, Unit]:

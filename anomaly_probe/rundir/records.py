@@ -73,6 +73,8 @@ class UnitRecord(Record):
         What the intervention reported (e.g. ballast bytes held).
     prefix : int or None
         Only the first ``prefix`` tokens of the sample were scored.
+    windows : list of [start, stop] or None
+        Entry ranges scored one query per forward by the eval-bias ``spot`` engine (only then).
     dtype : str
         Model dtype (``unknown`` for imported logs).
     max_tokens, sample : int
@@ -95,7 +97,7 @@ class UnitRecord(Record):
         Where the NLL first became NaN/inf (:mod:`anomaly_probe.nonfinite`); only then.
     """
 
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"window", "stride", "sample_id", "source_file", "trace_file",
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"window", "stride", "windows", "sample_id", "source_file", "trace_file",
                                                      "trace_bytes_per_step", "nonfinite"})
     REQUIRED: ClassVar[tuple[str, ...]] = ("key",)
 
@@ -112,6 +114,7 @@ class UnitRecord(Record):
     intervention: str = "none"
     intervention_info: dict = field(default_factory=dict)
     prefix: int | None = None
+    windows: list | None = None
     dtype: str = "unknown"
     max_tokens: int = 0
     sample: int = 0
