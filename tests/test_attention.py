@@ -210,7 +210,7 @@ PRIVATE = frozenset({
 })
 """transformers' attention and cache internals: names, attributes, module paths."""
 
-PENDING = {("_attn_implementation", "self.loaded.model.config._attn_implementation)")}
+PENDING: set = set()
 """Uses in modules another helper owns while issue #13 is split (runner.py records the implementation
 in results.json). The lead replaces each with ``anomaly_probe.attention.hf.current_implementation(model)``
 and removes the entry; a stale entry fails the test below."""

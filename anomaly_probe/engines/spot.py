@@ -17,13 +17,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from anomaly_probe.config import DEFAULT_CHUNK
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
 from anomaly_probe.engines.scores import TokenScores
-from anomaly_probe.engines.step_context import CURRENT_STEP, StepInfo, StepObserver
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods.base import CacheMethod
-
-DEFAULT_CHUNK = 1024
+from anomaly_probe.step_context import CURRENT_STEP, StepInfo, StepObserver
 
 
 def segments(n_entries: int, windows: Sequence[tuple[int, int]], chunk_size: int) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anomaly_probe.attention.hf import current_implementation
 from anomaly_probe.config import RunConfig
 from anomaly_probe.device import dtype_name, resolve_device, resolve_dtype
 from anomaly_probe.engines import CHUNKED_ENGINES, ENGINES, pick_engine
@@ -113,7 +114,7 @@ class Session:
         self.inputs = {"text_tokens": int(self.ids.numel()),
                        "samples_sha256": hashlib.sha256(used.astype("<i8").tobytes()).hexdigest()}
         self.environment = describe_environment(self.device, self.dtype,
-                                                self.loaded.model.config._attn_implementation)
+                                                current_implementation(self.loaded.model))
         self.runs: list[UnitRecord] = []
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
         self.comparisons: list[Comparison] = []
