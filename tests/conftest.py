@@ -35,3 +35,15 @@ def smol_ids(smollm2):
     from anomaly_probe.text import default_text, tokenize
 
     return tokenize(smollm2.tokenizer, default_text())
+
+
+@pytest.fixture(scope="session")
+def smollm2_12k_position_run(tmp_path_factory):
+    """One ``run --hypothesis position`` of SmolLM2-135M on 12000 tokens (the demo's length), shared by the
+    slow tests that read it (the position verdict, and run vs import agreement). Its run folder."""
+    from anomaly_probe.cli import main
+
+    run_dir = tmp_path_factory.mktemp("smollm2-12k") / "run"
+    assert main(["run", "--model", "smollm2-135m", "--hypothesis", "position", "--max-tokens", "12000",
+                 "--num-samples", "1", "--out", str(run_dir)]) == 0
+    return run_dir

@@ -101,10 +101,9 @@ def test_a_crashing_hypothesis_becomes_an_error_verdict(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_smollm2_past_its_trained_context_finds_position_supported(tmp_path):
+def test_smollm2_past_its_trained_context_finds_position_supported(smollm2_12k_position_run):
     """SmolLM2-135M (trained context 8192) on 12k tokens: the dense baseline degrades past ~10k (measured: NLL 2.2 -> 3.5 from 10.5k)."""
-    res, _ = _run(tmp_path, settings=ExperimentSettings(), thresholds=Thresholds(), model="smollm2-135m",
-                  max_tokens=[12000], hypotheses=["position"])
+    res = json.loads((smollm2_12k_position_run / "results.json").read_text())
     v = res["verdicts"][0]
     assert v["hypothesis"] == "position"
     # Measured on one 12k sample: the gap rises at 10753 (permutation p ~ 0.001), so the analysis region

@@ -19,10 +19,12 @@ SETTLE = "`anomaly-probe run --hypothesis position --model MODEL` scores the rec
 
 def judge_position(pairs: list[PairedSample], trained_context: int | None, th: Thresholds) -> Verdict:
     """The position verdict from paired per-token logs."""
-    curves = [Curve(p.position, p.gap, p.baseline.nll) for p in pairs]
+    # a log's position is its query's index; the location judge (as run) speaks of the scored token's
+    # position, query + 1: positions 1..C are inside a trained context of C, the same tokens in both
+    curves = [Curve(p.position + 1, p.gap, p.baseline.nll) for p in pairs]
     loc = judge_location(curves, trained_context, th, settle_suffix=" --model MODEL")
     evidence = {"trained_context": trained_context, "oracle": "not available from logs",
-                "max_position": int(max(p.position.max() for p in pairs)), **loc.evidence()}
+                "max_position": int(max(p.position.max() for p in pairs)) + 1, **loc.evidence()}
     s = loc.stats
     if not s:
         return Verdict(NAME, loc.status, n=loc.n, evidence=evidence, message=_settle(loc))
