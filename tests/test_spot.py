@@ -85,7 +85,7 @@ def _ctx(L, C, settings=ExperimentSettings()):
 def test_eval_bias_plans_a_spot_run_only_past_the_prefix():
     roles = ALL["eval-bias"].roles(_ctx(12000, 8192))
     assert roles["spot"].engine == "spot"
-    assert roles["spot"].windows == ((1024, 1056), (4096, 4128), (8192, 8224), (11967, 11999))
+    assert roles["spot"].windows == ((1024, 1040), (4096, 4112), (8192, 8208), (11983, 11999))
     assert "spot" not in ALL["eval-bias"].roles(_ctx(1000, 8192))  # the prefix covers it
     assert "spot" not in ALL["eval-bias"].roles(_ctx(12000, 8192, ExperimentSettings(spot_tokens=0)))
     wide = ALL["eval-bias"].roles(_ctx(12000, 8192, ExperimentSettings(spot_tokens=64)))

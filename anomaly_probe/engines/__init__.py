@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from typing import Callable
 
@@ -59,8 +60,10 @@ def pick_engine(requested: str, method: CacheMethod, internal: bool = False) -> 
     if requested in INTERNAL_ENGINES and not internal:
         raise UserError(f"--engine {requested}: an engine the eval-bias experiment plans itself, not a choice; "
                         f"use one of {', '.join(ENGINE_CHOICES)}")
-    if requested != "auto":
-        ENGINES.get(requested)
+    if requested != "auto" and requested not in ENGINES:  # the user's choices only, not the internal ones
+        close = difflib.get_close_matches(requested, ENGINE_CHOICES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"Unknown engine {requested!r}.{hint} Available: {', '.join(ENGINE_CHOICES)}")
     if isinstance(method, RecomputeOracle):
         if requested not in ("auto", "recompute"):
             raise UserError(f"{method.label()} is scored by its own engine; use --engine recompute or auto")
