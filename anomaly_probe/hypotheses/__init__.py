@@ -10,17 +10,19 @@ from __future__ import annotations
 import importlib
 
 _CONTRACT = ("ExperimentSettings", "Hypothesis", "JudgeInput", "PlanContext", "RoleSpec")
-_IMPLEMENTATIONS = (("numerics", "Numerics"), ("dilution", "Dilution"), ("memory", "Memory"),
-                    ("evalbias", "EvalBias"), ("position", "Position"), ("handling", "Handling"),
-                    ("sinks", "Sinks"))
-"""(module, class) of every hypothesis; each class's ``name`` is a key of the catalog."""
 
 
 def _build_all() -> dict:
+    """One instance per catalog entry (its ``experiment``: ``module:Class``), in catalog order."""
+    from anomaly_probe.hypotheses.catalog import CATALOG
+
     out = {}
-    for module, cls in _IMPLEMENTATIONS:
-        hypothesis = getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
-        out[hypothesis.name] = hypothesis
+    for name, entry in CATALOG.items():
+        module, cls = entry.experiment.split(":")
+        hypothesis = getattr(importlib.import_module(module), cls)()
+        if hypothesis.name != name:
+            raise RuntimeError(f"catalog entry {name!r} names {entry.experiment}, whose name is {hypothesis.name!r}")
+        out[name] = hypothesis
     return out
 
 

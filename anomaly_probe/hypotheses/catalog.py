@@ -30,12 +30,16 @@ class Entry:
     model_run : str
         What only a model run can score for this hypothesis (``anomaly-probe import`` cannot judge it
         from logs); empty when logs suffice.
+    experiment : str
+        ``module:Class`` of its :class:`~anomaly_probe.hypotheses.base.Hypothesis`, imported on first
+        use of ``hypotheses.ALL`` (so this table stays plain data).
     """
 
     name: str
     title: str
     acts_on: str = "baseline"
     model_run: str = ""
+    experiment: str = ""
 
     @property
     def needs_model(self) -> bool:
@@ -45,16 +49,19 @@ class Entry:
 
 CATALOG: dict[str, Entry] = {e.name: e for e in (
     Entry("numerics", "softmax precision loss over long caches",
-          model_run="the baseline with attention in another precision"),
+          model_run="the baseline with attention in another precision",
+          experiment="anomaly_probe.hypotheses.numerics:Numerics"),
     Entry("dilution", "attention diluted over too many keys",
-          model_run="the full cache with each query limited to its top-k keys"),
-    Entry("memory", "memory pressure and swapping"),
-    Entry("eval-bias", "evaluation bias in the scoring loop"),
-    Entry("position", "positions beyond the trained context"),
+          model_run="the full cache with each query limited to its top-k keys",
+          experiment="anomaly_probe.hypotheses.dilution:Dilution"),
+    Entry("memory", "memory pressure and swapping", experiment="anomaly_probe.hypotheses.memory:Memory"),
+    Entry("eval-bias", "evaluation bias in the scoring loop", experiment="anomaly_probe.hypotheses.evalbias:EvalBias"),
+    Entry("position", "positions beyond the trained context", experiment="anomaly_probe.hypotheses.position:Position"),
     Entry("handling", "position handling of the compressed cache", acts_on="method",
-          model_run="the method in the other position modes"),
+          model_run="the method in the other position modes", experiment="anomaly_probe.hypotheses.handling:Handling"),
     Entry("sinks", "attention sinks", acts_on="method",
-          model_run="a window of the same capacity without sink tokens"),
+          model_run="a window of the same capacity without sink tokens",
+          experiment="anomaly_probe.hypotheses.sinks:Sinks"),
 )}
 """Every hypothesis, in the order ``--hypothesis all`` runs them and the report lists untested ones."""
 
