@@ -107,10 +107,12 @@ def test_planted_break_supports_position_and_writes_a_report(tmp_path, capsys):
     assert f"the logs point to {title('position')}" in res["headline"]
     data = load_run(out_dir)
     L = res["comparisons"][0]["max_tokens"]
-    g = intervals.gap_with_ci(intervals.paired_gaps(data, L), intervals.run_thresholds(data))
+    start, _ = intervals.region_start(data, L)  # the headline's tokens: past the trained context
+    assert start == TC
+    g = intervals.gap_with_ci(intervals.paired_gaps(data, L), intervals.run_thresholds(data), start)
     assert f"by {g['mean']:.3f} nats/token (95% CI {g['ci_low']:.3f}..{g['ci_high']:.3f})" in res["headline"]
     table = next(b for b in walk(build_report(data).sections) if isinstance(b, Table) and b.title.startswith("Baseline"))
-    assert table.rows[0][7].text == f"{g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}]"
+    assert table.rows[0][8].text.startswith(f"{g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}] on positions {TC + 1}-")
 
 
 @pytest.mark.parametrize("gap", [0.0, 0.3])

@@ -15,7 +15,7 @@ def run_import(args: argparse.Namespace) -> int:
     from anomaly_probe.importer.formats import read_role
     from anomaly_probe.importer.ours import stated_trained_context
     from anomaly_probe.importer.pair import align_logs
-    from anomaly_probe.importer.verdicts import headline, judge_all
+    from anomaly_probe.importer.verdicts import analysis_regions, headline, judge_all
     from anomaly_probe.importer.write import build_runs, comparison, environment, max_tokens_of, prepare_dir, roles
     from anomaly_probe.rundir import Results, write_results
     from anomaly_probe.stats.thresholds import DEFAULT_THRESHOLDS
@@ -57,7 +57,7 @@ def run_import(args: argparse.Namespace) -> int:
         method={"method": "imported", "label": label}, runs=runs, comparisons=[comparison(pairs, label)],
         verdicts=verdicts, headline=headline(pairs, verdicts, label, th), failures=[],
         thresholds=th.to_dict(), experiment_settings={"source": "imported logs", "max_tokens": L}, roles=roles(pairs),
-        alignment=alignment,
+        alignment=alignment, analysis_regions=analysis_regions(pairs, verdicts, L),
     ))
     _report(run_dir, console)
     console.print(f"results: {run_dir / 'results.json'}", highlight=False)
