@@ -30,8 +30,8 @@ def role_runs(data: RunData, role: str) -> list[dict]:
     """Plain runs of one role.
 
     ``baseline``: full cache, no intervention, preferring a non-stepwise engine (the baseline is
-    scored batched; stepwise and spot-window full-cache runs are the eval-bias check). ``method``: the method under
-    test, no intervention. ``oracle``: method ``recompute``.
+    scored batched; stepwise and spot-window full-cache runs are the eval-bias check). ``method``:
+    the method under test, no intervention. ``oracle``: method ``recompute``.
     """
     runs = [r for r in data.runs if plain(r)]
     if role == "baseline":
