@@ -33,8 +33,8 @@ def role_runs(data: RunData, role: str) -> list[dict]:
 
     From the saved role table when the folder has one. Otherwise guessed from the run records:
     ``baseline``: full cache, no intervention, preferring a non-stepwise engine (the baseline is
-    scored batched; stepwise and spot-window full-cache runs are the eval-bias check). ``method``: the method under
-    test, no intervention. ``oracle``: method ``recompute``.
+    scored batched; stepwise and spot-window full-cache runs are the eval-bias check). ``method``:
+    the method under test, no intervention. ``oracle``: method ``recompute``.
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
