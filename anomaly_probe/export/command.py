@@ -83,16 +83,14 @@ def write_unit(path: Path, data, run: dict, arrays: dict[str, np.ndarray]) -> No
 
 
 def import_command(data, written: dict[str, Path]) -> str | None:
-    """``anomaly-probe import`` of the baseline and method files of the longest length, when both exist."""
-    method_label = data.section("method").get("label")
-    plain = [r for r in data.runs if r.get("intervention", "none") in ("none", None) and str(r.get("key")) in written]
-    if not plain or not isinstance(method_label, str):
-        return None
-    L = max((r.get("max_tokens") for r in plain if isinstance(r.get("max_tokens"), int)), default=None)
-    at_l = [r for r in plain if r.get("max_tokens") == L]
-    full = [r for r in at_l if r.get("method") == "full"]
-    base = [r for r in full if r.get("engine") != "stepwise"] or full
-    meth = [r for r in at_l if r.get("label") == method_label and r.get("method") != "full"]
+    """``anomaly-probe import`` of the baseline and method files of the longest length, when both exist
+    (the units come from the run's saved role table, so an eval-bias or oracle run is never taken)."""
+    from anomaly_probe.reports.roles import role_runs
+
+    base = [r for r in role_runs(data, "baseline") if str(r.get("key")) in written]
+    meth = [r for r in role_runs(data, "method") if str(r.get("key")) in written]
+    L = max((r.get("max_tokens") for r in base + meth if isinstance(r.get("max_tokens"), int)), default=None)
+    base, meth = ([r for r in rs if r.get("max_tokens") == L] for rs in (base, meth))
     if not base or not meth:
         return None
     files = lambda rs: " ".join(_quote(str(written[str(r["key"])])) for r in rs)  # noqa: E731
@@ -100,14 +98,13 @@ def import_command(data, written: dict[str, Path]) -> str | None:
 
 
 def _role(data, run: dict) -> str:
-    """baseline, method, oracle or intervention (as the report names the runs)."""
-    if run.get("intervention", "none") not in ("none", None):
-        return "intervention"
-    if run.get("method") == "full":
-        return "baseline"
-    if run.get("method") == "recompute":
-        return "oracle"
-    return "method" if run.get("label") == data.section("method").get("label") else "other"
+    """baseline, method, oracle (the run's role table), else intervention or other."""
+    from anomaly_probe.reports.roles import role_runs
+
+    for role in ("baseline", "method", "oracle"):
+        if any(r is run or r.get("key") == run.get("key") for r in role_runs(data, role)):
+            return role
+    return "intervention" if run.get("intervention", "none") not in ("none", None) else "other"
 
 
 def _out_dir(out: str | None, run_dir: Path) -> Path:
