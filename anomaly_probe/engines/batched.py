@@ -39,20 +39,30 @@ def score_batched(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod
     observer : StepObserver, optional
         Called after every forward (one per chunk).
     """
-    from transformers import DynamicCache
-
     if not method.is_full:
         raise UserError(f"the batched engine scores the full cache only, not {method.label()}; "
                         "use --engine stepwise or auto")
     device = next(model.parameters()).device
     ids = ids.to(device)
     T = ids.numel()
+    ranges = [(lo, min(lo + chunk_size, T - 1)) for lo in range(0, T - 1, chunk_size)]
+    return score_full_ranges(model, ids, ranges, progress, observer, "batched")
+
+
+def score_full_ranges(model: torch.nn.Module, ids: torch.Tensor, ranges, progress: Progress,
+                      observer: StepObserver | None, engine: str, sample_rss=lambda lo, hi: True) -> TokenScores:
+    """The full cache, one forward per query range ``(lo, hi)`` (queries lo..hi-1 predict lo+1..hi), in
+    order and covering ``0..T-2``: the loop of the batched engine and of the spot engine (whose ranges
+    hold one query each inside its windows). ``sample_rss(lo, hi)`` says when to read the RSS."""
+    from transformers import DynamicCache
+
+    device = ids.device
+    T = ids.numel()
     cache = DynamicCache(config=model.config)
     rss = RssMeter()
     nll_parts, correct_parts = [], []
     start = time.perf_counter()
-    for lo in range(0, T - 1, chunk_size):
-        hi = min(lo + chunk_size, T - 1)  # queries lo..hi-1 predict lo+1..hi
+    for lo, hi in ranges:
         step_start = time.perf_counter()
         q = torch.arange(lo, hi)
         info = StepInfo(q_abs=q, k_abs=torch.arange(hi), q_pos=q, k_pos=torch.arange(hi), sink_size=0)
@@ -67,10 +77,11 @@ def score_batched(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod
         nll_parts.append(nll)
         correct_parts.append(correct)
         progress(hi - lo)
-        rss.sample()
+        if sample_rss(lo, hi):
+            rss.sample()
     seconds = time.perf_counter() - start
     pos = np.arange(T - 1, dtype=np.int64)
     return TokenScores(
         nll=torch.cat(nll_parts).numpy(), correct=torch.cat(correct_parts).numpy(), query_pos=pos,
-        n_keys=pos + 1, seconds=seconds, peak_rss_bytes=rss.peak, engine="batched",
+        n_keys=pos + 1, seconds=seconds, peak_rss_bytes=rss.peak, engine=engine,
     )

@@ -11,18 +11,18 @@ batched engine. Used by the eval-bias experiment only; not a ``--engine`` choice
 
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from anomaly_probe.config import DEFAULT_CHUNK
-from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
+from anomaly_probe.engines.batched import score_full_ranges
+from anomaly_probe.engines.common import Progress, no_progress
 from anomaly_probe.engines.scores import TokenScores
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods.base import CacheMethod
-from anomaly_probe.step_context import CURRENT_STEP, StepInfo, StepObserver
+from anomaly_probe.step_context import StepObserver
 
 
 def segments(n_entries: int, windows: Sequence[tuple[int, int]], chunk_size: int) -> list[tuple[int, int]]:
@@ -87,37 +87,10 @@ def score_spot(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
     TokenScores
         T - 1 entries, like every engine; which were scored stepwise is the caller's ``windows``.
     """
-    from transformers import DynamicCache
-
     if not method.is_full:
         raise UserError(f"the spot engine scores the full cache only, not {method.label()}")
     device = next(model.parameters()).device
     ids = ids.to(device)
     T = ids.numel()
-    cache = DynamicCache(config=model.config)
-    rss = RssMeter()
-    nll_parts, correct_parts = [], []
-    start = time.perf_counter()
-    for lo, hi in segments(T - 1, windows, chunk_size):  # queries lo..hi-1 predict lo+1..hi
-        step_start = time.perf_counter()
-        q = torch.arange(lo, hi)
-        info = StepInfo(q_abs=q, k_abs=torch.arange(hi), q_pos=q, k_pos=torch.arange(hi), sink_size=0)
-        token = CURRENT_STEP.set(info)
-        try:
-            out = model(input_ids=ids[lo:hi][None], cache=cache, position_ids=q.to(device)[None], use_cache=True)
-        finally:
-            CURRENT_STEP.reset(token)
-        if observer is not None:
-            observer.after_forward(info, cache, time.perf_counter() - step_start)
-        nll, correct = score_logits(out.logits[0], ids[lo + 1:hi + 1])
-        nll_parts.append(nll)
-        correct_parts.append(correct)
-        progress(hi - lo)
-        if hi - lo > 1 or hi % 64 == 0:
-            rss.sample()
-    seconds = time.perf_counter() - start
-    pos = np.arange(T - 1, dtype=np.int64)
-    return TokenScores(
-        nll=torch.cat(nll_parts).numpy(), correct=torch.cat(correct_parts).numpy(), query_pos=pos,
-        n_keys=pos + 1, seconds=seconds, peak_rss_bytes=rss.peak, engine="spot",
-    )
+    return score_full_ranges(model, ids, segments(T - 1, windows, chunk_size), progress, observer, "spot",
+                             sample_rss=lambda lo, hi: hi - lo > 1 or hi % 64 == 0)
