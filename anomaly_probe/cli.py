@@ -17,7 +17,9 @@ EPILOG_RUN = """examples:
   anomaly-probe run --hypothesis none --method full --engine stepwise --max-tokens 512
   anomaly-probe run --model EleutherAI/pythia-6.9b --max-tokens 1000 2000 5000 --num-samples 3
   anomaly-probe run --resume reports/20261129-174200-smollm2-135m   # continue after Ctrl-C, kill or a crash
-exit code: 0 done, 2 bad input, 130 interrupted (finished units are kept: resume with --resume RUN_DIR)
+  anomaly-probe run --retry-failed reports/20261129-174200-smollm2-135m   # score its failed units again
+exit code: 0 done, 1 finished with failed units or the run folder could not be written (resume with
+--resume RUN_DIR), 2 bad input, 130 interrupted (finished units are kept: resume with --resume RUN_DIR)
 """
 
 
@@ -88,7 +90,7 @@ def run_defaults() -> dict:
 
     defaults = asdict(RunConfig())
     del defaults["hypotheses"]
-    return defaults | {"hypothesis": ["all"], "resume": None}
+    return defaults | {"hypothesis": ["all"], "resume": None, "retry_failed": None}
 
 
 def _add_model_arguments(g, model_help: str, trained_context: bool = False) -> None:
@@ -141,7 +143,10 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     g = run.add_argument_group("interrupted runs")
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR with its saved settings, skipping finished units "
-                        "(other run flags must match the saved ones)")
+                        "(other run flags must match the saved ones); units that failed are scored again")
+    g.add_argument("--retry-failed", metavar="RUN_DIR",
+                   help="like --resume, and says so: score the units of RUN_DIR that failed (out of memory, disk "
+                        "full, ...) again, keep the others, judge everything again")
 def _add_export(sub) -> None:
     from anomaly_probe.export.command import add_arguments
 
@@ -244,6 +249,11 @@ def build_report_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from anomaly_probe.run.command import run_command
 
+    retry = getattr(args, "retry_failed", None)
+    if retry is not None:
+        if args.resume is not None and args.resume != retry:
+            raise UserError(f"--resume {args.resume!r} and --retry-failed {retry!r} name different folders; give one")
+        args.resume = retry
     return run_command(args, _given_run_flags(args) if args.resume is not None else {})
 
 

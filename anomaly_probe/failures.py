@@ -51,7 +51,7 @@ def failure_message(exc: BaseException, unit, chunk_size: int, dtype: str, chunk
     remedies.append("--dtype float16 or bfloat16" if dtype == "float32" else "another --dtype")
     remedies.append("another --device")
     hint = ", ".join(remedies[:-1]) + f" or {remedies[-1]}"
-    ballast = (f"; the memory experiment held {unit.intervention.split('-', 1)[1]} bytes of ballast"
+    ballast = (f"; the memory experiment held a ballast ({unit.intervention})"
                if unit.intervention.startswith("ballast-") else "")
     return f"out of memory ({type(exc).__name__}: {first[:160]}){ballast}; try {hint}"
 

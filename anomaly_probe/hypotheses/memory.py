@@ -11,7 +11,7 @@ import numpy as np
 
 from anomaly_probe.hypotheses.base import Hypothesis, JudgeInput, PlanContext, RoleSpec
 from anomaly_probe.hypotheses.share import judge_share
-from anomaly_probe.interventions.ballast import ballast_bytes
+from anomaly_probe.interventions.ballast import ballast_name
 from anomaly_probe.methods import FullCache
 from anomaly_probe.verdict import Verdict
 
@@ -20,9 +20,9 @@ class Memory(Hypothesis):
     name = "memory"
 
     def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
-        nbytes = ballast_bytes(ctx.settings.ballast_fraction, ctx.settings.ballast_cap_bytes)
-        nbytes = nbytes // 2**20 * 2**20  # whole MiB, so the run key is stable within a session
-        return {"ballast": RoleSpec(FullCache(), ctx.engine, f"ballast-{nbytes}")}
+        # the rule, not the bytes: the unit key does not depend on the memory free now (resume finds it)
+        name = ballast_name(ctx.settings.ballast_fraction, ctx.settings.ballast_cap_bytes)
+        return {"ballast": RoleSpec(FullCache(), ctx.engine, name)}
 
     def judge(self, data: JudgeInput) -> Verdict:
         cols = data.paired("baseline", "method", "ballast")

@@ -4,7 +4,8 @@ Names (the ``intervention`` field of a run): ``none``; ``attn-fp32`` / ``attn-fp
 upcast: the precision reference); ``attn-fp16-emulated`` / ``attn-bf16-emulated`` (a half-precision
 attention emulated on any device: q, k, v, logits rounded, softmax weights cast, so fp16 underflow
 happens as on a half-precision backend); ``topk-<k>`` (each query keeps its k largest logits, at the
-full cache's own positions); ``ballast-<bytes>`` (memory pressure held during the run).
+full cache's own positions); ``ballast-<P>pct-max<M>MiB`` (memory pressure held during the run: P% of the
+memory available when it runs, cgroup limits included, at most M MiB) or ``ballast-<bytes>``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Iterator
 import torch
 
 from anomaly_probe.errors import UserError
-from anomaly_probe.interventions.ballast import ballast
+from anomaly_probe.interventions.ballast import RULE, ballast, ballast_size
 from anomaly_probe.interventions.manual_attention import AttentionRecipe, make_attention, use_attention
 
 _PRECISION = {
@@ -29,6 +30,8 @@ _PRECISION = {
 
 def validate_intervention(name: str) -> None:
     if name == "none" or name in _PRECISION or re.fullmatch(r"topk-\d+", name) or re.fullmatch(r"ballast-\d+", name):
+        return
+    if RULE.fullmatch(name):  # a ballast sized when it runs
         return
     raise UserError(f"Unknown intervention {name!r}")
 
@@ -52,12 +55,12 @@ def apply_intervention(name: str, model: torch.nn.Module, record: dict | None = 
         with use_attention(model, f"anomaly_probe_{name}", make_attention(_PRECISION[name])):
             yield
         return
-    kind, value = name.rsplit("-", 1)
+    kind, value = name.split("-", 1)
     if kind == "topk":
         with use_attention(model, f"anomaly_probe_topk_{value}", make_attention(AttentionRecipe(topk=int(value)))):
             yield
         return
     device = next(model.parameters()).device
-    with ballast(int(value), device) as info:
+    with ballast(ballast_size(name), device) as info:
         record.update(info)
         yield

@@ -19,8 +19,12 @@ def save_trace(path: Path, columns: dict[str, np.ndarray]) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **columns)
-    os.replace(tmp, path)
+    try:
+        np.savez_compressed(tmp, **columns)
+        os.replace(tmp, path)
+    except BaseException:  # disk full, interrupt: no temp file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path.stat().st_size
 
 

@@ -11,7 +11,7 @@ from anomaly_probe.reports.colors import ColorMap
 from anomaly_probe.reports.figures import BUILDERS, SUPERSEDED
 from anomaly_probe.reports.figures.evidence import evidence_figures, evidence_table
 from anomaly_probe.reports.fmt import command_line, n_text, share_ci
-from anomaly_probe.reports.rundata import RunData
+from anomaly_probe.reports.rundata import RunData, dropped_note
 from anomaly_probe.reports.tree import Figure, Report, Section, Text, walk
 from anomaly_probe.stats.thresholds import Thresholds
 
@@ -30,6 +30,9 @@ def build_report(data: RunData) -> Report:
         if section.blocks:
             report.sections.append(section)
     report.sections.append(details(data))
+    note = dropped_note(data)
+    if note:
+        report.warnings.append(note)
     unique_figure_ids(report)
     report.colors = resolve_colors(report, colormap_for([data]))
     return report
@@ -40,6 +43,9 @@ def overview(data: RunData) -> Section:
     if data.results.get("status") not in (None, "complete"):
         section.add(Text(f"This run did not finish (status {data.results.get('status')!r}): the report shows "
                          "what was saved so far.", "note"))
+    note = dropped_note(data)
+    if note:  # a sample left out changes the intervals: never silently
+        section.add(Text(f"Samples left out: {note}.", "note"))
     alignment = data.section("alignment")
     if alignment.get("dropped") and alignment.get("note"):  # imported logs that covered different tokens
         section.add(Text(f"The imported logs were aligned: {alignment['note']}.", "note"))

@@ -8,7 +8,7 @@ from anomaly_probe.reports.build import colormap_for, resolve_colors, safe, uniq
 from anomaly_probe.reports.colors import linestyle
 from anomaly_probe.reports.figures.common import POSITION_XLABEL, band, curve, paired, role_tokens
 from anomaly_probe.reports.fmt import command_line, num, plain, share_ci
-from anomaly_probe.reports.rundata import RunData
+from anomaly_probe.reports.rundata import RunData, dropped_note
 from anomaly_probe.reports.tree import Cell, Figure, Report, Section, Table, Text
 
 ROLES = ("baseline", "method")
@@ -42,6 +42,10 @@ def build_comparison(datas: list[RunData]) -> Report:
             env.add(Text(f"{c} was produced by:"))
             env.add(Text(command, "code"))
     report.sections.append(env)
+    notes = [n for n in map(dropped_note, datas) if n]
+    for note in notes:  # a sample left out changes the intervals: never silently
+        overview.blocks.insert(0, Text(f"Samples left out: {note}.", "note"))
+    report.warnings += notes
     unique_figure_ids(report)
     report.colors = resolve_colors(report, colormap_for(datas, first_keys=cols))
     return report

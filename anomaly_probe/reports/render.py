@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anomaly_probe.reports.tree import Report
+from anomaly_probe.rundir.files import atomic_write
 
 
 @dataclass
@@ -55,7 +56,7 @@ def render_figures(report: Report, out_dir: Path | None, prefix: str = "") -> di
         if out_dir is not None:
             path = out_dir / f"{prefix}{fig.id}.png"
             try:
-                path.write_bytes(png)
+                atomic_write(path, lambda f, png=png: f.write(png))  # a link at ``path`` is replaced, not followed
                 result.path = path
             except OSError as exc:
                 result.error = f"not saved: {exc.strerror or exc}"

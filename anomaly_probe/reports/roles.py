@@ -8,6 +8,7 @@ compare runs on the same tokens.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from anomaly_probe.reports.rundata import RunData
@@ -98,6 +99,8 @@ def run_label(run: dict) -> str:
         name = str(run.get("intervention"))
         if name.startswith("ballast-") and name[8:].isdigit():  # ballast-8589934592 -> ballast 8.0 GiB
             name = f"ballast {int(name[8:]) / 2**30:.1f} GiB"
+        elif rule := re.fullmatch(r"ballast-(\d+)pct-max(\d+)MiB", name):  # sized when it ran
+            name = f"ballast {rule.group(1)}% of free memory, max {int(rule.group(2)) / 2**10:.1f} GiB"
         label += f" [{name}]"
     if isinstance(run.get("prefix"), int):
         engine = f"{run['engine']}, " if isinstance(run.get("engine"), str) else ""

@@ -109,6 +109,11 @@ class RunData:
         """Per-token arrays of ``run`` (``nll``, ``correct``, ``query_pos``, ``n_keys``), or None."""
         return self._npz(run.get("tokens_file"))
 
+    def missing_tokens(self) -> list[str]:
+        """Keys of the runs whose token file is missing or unreadable: their samples are left out of every
+        figure and interval of a report (which then says so, :func:`dropped_note`)."""
+        return [str(r.get("key")) for r in self.runs if self.tokens(r) is None]
+
     def trace(self, run: dict) -> dict[str, np.ndarray] | None:
         """Probe trace of ``run`` (columnar arrays keyed by dotted name), or None when not probed."""
         return self._npz(run.get("trace_file"))
@@ -119,3 +124,15 @@ class RunData:
         if rel not in self._arrays:
             self._arrays[rel] = load_npz(self.run_dir, rel)
         return self._arrays[rel]
+
+
+def dropped_note(data: RunData) -> str | None:
+    """One sentence naming the runs a report leaves out for a missing or unreadable token file, or None."""
+    keys = data.missing_tokens()
+    if not keys:
+        return None
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return (f"{data.name}: {len(keys)} token file(s) missing or unreadable ({shown}); their samples are left out "
+            "of this report's comparisons, confidence intervals and figures, which can therefore differ from "
+            "results.json (restore the files, or rescore them with `anomaly-probe run --resume`)")
+

@@ -64,6 +64,8 @@ def print_summary(report: Report, rendered: dict[str, Rendered], html_path: Path
     folders = sorted({str(r.path.parent) for r in drawn if r.path})
     failed = [fid for fid, r in rendered.items() if not r.png]
     problems = len(report.errors()) + len(failed)
+    for warning in report.warnings:
+        console.print(f"note: {warning}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {_escape(str(html_path))}", highlight=False)
     console.print(f"figures: {len(drawn)} PNG" + (f" in {_escape(', '.join(folders))}" if folders else ""),
                   highlight=False)

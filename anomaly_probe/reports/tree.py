@@ -101,6 +101,9 @@ class Report:
         The run's one-sentence conclusion, when there is one.
     colors : dict
         Colour key (method label or role) -> hex colour; the one colour map every figure uses.
+    warnings : list of str
+        What the console summary must say besides the verdicts (a sample left out for a missing token
+        file, figures not saved); each is also in the report where it applies.
     """
 
     title: str
@@ -108,6 +111,7 @@ class Report:
     headline: str | None = None
     sections: list[Section] = field(default_factory=list)
     colors: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def figures(self) -> list[Figure]:
         """Every figure, in reading order."""

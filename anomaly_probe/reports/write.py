@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from anomaly_probe.errors import UserError
@@ -12,6 +11,7 @@ from anomaly_probe.reports.html import render_html
 from anomaly_probe.reports.render import render_figures
 from anomaly_probe.reports.rundata import load_run
 from anomaly_probe.reports.summary import print_summary
+from anomaly_probe.rundir.files import atomic_write, inside
 
 COMPARE_PREFIX = "compare-"
 
@@ -42,7 +42,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, console=Non
     path = Path(out).expanduser() if out else data.run_dir / "report.html"
     _check_out(path)
     report = build_report(data)
-    figures_dir = data.run_dir / "figures"
+    figures_dir = _own_folder(data.run_dir / "figures", data.run_dir, report)
     _remove_stale(figures_dir, keep=lambda p: p.name.startswith(COMPARE_PREFIX))
     rendered = render_figures(report, figures_dir)
     _write_text(path, render_html(report, rendered))
@@ -62,7 +62,8 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path | None = None, 
     path = Path(out).expanduser() if out else datas[0].run_dir / "compare.html"
     _check_out(path)
     report = build_comparison(datas)
-    figures_dir = path.parent / ("figures" if out is None else f"{path.stem}-figures")
+    figures_dir = _own_folder(path.parent / ("figures" if out is None else f"{path.stem}-figures"), path.parent,
+                              report)
     _remove_stale(figures_dir, keep=lambda p: not p.name.startswith(COMPARE_PREFIX))
     rendered = render_figures(report, figures_dir, prefix=COMPARE_PREFIX)
     _write_text(path, render_html(report, rendered))
@@ -71,12 +72,23 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path | None = None, 
     return path
 
 
-def _remove_stale(folder: Path, keep) -> None:
-    """Delete PNGs a previous rendering left behind (those ``keep`` does not protect)."""
-    if not folder.is_dir():
+def _own_folder(folder: Path, home: Path, report) -> Path | None:
+    """``folder`` when PNGs may be written and deleted in it; None (figures only embedded in the HTML, with a
+    note in ``report.warnings``) when it is a link or leads out of ``home``: nothing is ever written or
+    deleted through a link out of the folder."""
+    if not folder.is_symlink() and (not folder.exists() or inside(home, folder)):
+        return folder
+    report.warnings.append(f"figures not saved to {str(folder)!r}: it is a link out of {str(home)!r} (never "
+                           "written or deleted through); the HTML embeds every figure")
+    return None
+
+
+def _remove_stale(folder: Path | None, keep) -> None:
+    """Delete PNGs a previous rendering left behind (those ``keep`` does not protect); plain files only."""
+    if folder is None or not folder.is_dir():
         return
     for png in folder.glob("*.png"):
-        if not keep(png):
+        if not keep(png) and (png.is_symlink() or png.is_file()):  # a link is removed itself, never its target
             try:
                 png.unlink()
             except OSError:
@@ -91,10 +103,9 @@ def _check_out(path: Path) -> None:
 
 def _write_text(path: Path, text: str) -> None:
     """Atomic write (temp file + rename); a failure is the user's to fix (permissions, missing folder)."""
-    tmp = path.with_name(path.name + ".tmp")
+    data = text.encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(data))  # a link at ``path`` is replaced, never written through
     except OSError as exc:
         raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None

@@ -9,7 +9,8 @@ from anomaly_probe.errors import UserError
 
 
 def run_command(args: argparse.Namespace, given: dict) -> int:
-    """Run (or resume) and print the summary; returns 0 done, 130 interrupted. Bad input raises UserError.
+    """Run (or resume) and print the summary; returns 0 done, 1 finished with failed units, 130 interrupted.
+    Bad input raises UserError; a run folder that cannot be written a ``WriteError`` (exit 1).
 
     Parameters
     ----------
@@ -28,45 +29,79 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`~anomaly_probe.config.RunConfig` of a new run."""
     from anomaly_probe.config import RunConfig
     from anomaly_probe.hypotheses.catalog import resolve_hypotheses
+    from anomaly_probe.run.paths import local_path
 
-    return RunConfig(
-        model=args.model, trained_context=args.trained_context, text=args.text, max_tokens=args.max_tokens,
+    return RunConfig(  # local paths saved absolute: --resume works from any working directory
+        model=local_path(args.model, "model"), trained_context=args.trained_context,
+        text=local_path(args.text, "text"), max_tokens=args.max_tokens,
         num_samples=args.num_samples, method=args.method, sink_size=args.sink_size,
         recent_size=args.recent_size, position_mode=args.position_mode, engine=args.engine,
-        chunk_size=args.chunk_size, device=args.device, dtype=args.dtype, seed=args.seed, out=args.out,
+        chunk_size=args.chunk_size, device=args.device, dtype=args.dtype, seed=args.seed,
+        out=local_path(args.out, "out"),
         hypotheses=resolve_hypotheses(args.hypothesis), probes=args.probes, stepwise_tokens=args.stepwise_tokens,
     )
 
 
 def _run(args: argparse.Namespace, given: dict) -> int:
-    from anomaly_probe.console import comparisons_table, console, err_console, runs_table, verdicts_table
-    from anomaly_probe.run.pipeline import run_pipeline
-    from anomaly_probe.run.session import prepare_run_dir, validate_config
+    from contextlib import ExitStack
 
-    saved = _saved_run(args.resume, given) if args.resume is not None else None
-    if saved is not None and saved.status == "complete":
-        console.print(f"{saved.run_dir} holds a complete run: nothing to resume. Re-render its report with "
+    from anomaly_probe.console import console
+    from anomaly_probe.rundir.lock import RunLock
+    from anomaly_probe.run.session import claim_run_dir, validate_config
+
+    retry = getattr(args, "retry_failed", None) is not None
+    with ExitStack() as held:  # the run folder's lock, released on every way out
+        saved = None
+        if args.resume is not None:
+            saved = _saved_run(args.resume, given)
+            if not _resumable(saved, retry, console):
+                return 0
+            held.enter_context(RunLock(saved.run_dir, f"--resume {args.resume!r}"))
+            saved = _saved_run(args.resume, given)  # again under the lock: another process may have moved it on
+            if not _resumable(saved, retry, console):
+                return 0
+            config, run_dir = saved.config, saved.run_dir
+        else:
+            config = config_from_args(args)
+            validate_config(config)
+            run_dir = held.enter_context(claim_run_dir(config))  # removed again if nothing gets saved
+        return _score(config, run_dir, saved)
+
+
+def _resumable(saved, retry: bool, console) -> bool:
+    """False (after saying so) for a complete run without failed units: there is nothing to resume."""
+    if saved.status == "complete" and not saved.folder.results.failures:
+        none = "no failed units to retry" if retry else "nothing to resume"
+        console.print(f"{saved.run_dir} holds a complete run: {none}. Re-render its report with "
                       f"`anomaly-probe report {saved.run_dir}`, or start a new run with another --out.",
-                      highlight=False, soft_wrap=True)
-        return 0
-    if saved is not None:
-        config, run_dir = saved.config, saved.run_dir
-    else:
-        config = config_from_args(args)
-        validate_config(config)
-        run_dir = prepare_run_dir(config)
-    try:
-        session = _load_session(config, run_dir)
-    except BaseException:
-        if saved is None:
-            _remove_if_empty(run_dir)
-        raise
+                      highlight=False, soft_wrap=True, markup=False)
+        return False
+    return True
+
+
+def _score(config, run_dir: Path, saved) -> int:
+    """Load the session (restoring ``saved``'s finished units), run the pipeline, print the tables.
+
+    Returns 0 (every unit scored), 1 (finished, but some units failed: ``--retry-failed`` scores them again)
+    or 130 (interrupted). A file of the folder that cannot be written raises a
+    :class:`~anomaly_probe.rundir.files.WriteError` (exit 1) naming the resume command, after setting
+    ``status`` to ``failed`` where results.json can still be written.
+    """
+    from anomaly_probe.console import comparisons_table, console, err_console, runs_table, verdicts_table
+    from anomaly_probe.rundir.files import WriteError
+    from anomaly_probe.run.pipeline import run_pipeline
+
+    session = _load_session(config, run_dir)
     if saved is not None:
         from anomaly_probe.run.resume import restore
 
         for note in restore(session, saved):
             err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-        console.print(f"resuming {run_dir}: {len(session.runs)} finished unit(s) kept", highlight=False)
+        console.print(f"resuming {run_dir}: {len(session.runs)} finished unit(s) kept", highlight=False, markup=False)
+        failed = [f.key for f in saved.folder.results.failures]
+        if failed:
+            console.print(f"retrying {len(failed)} failed unit(s): {', '.join(map(str, failed))}",
+                          highlight=False, markup=False, soft_wrap=True)
     console.print(f"[bold]anomaly-probe[/] {session.loaded.spec} ({session.loaded.arch}, trained context "
                   f"{session.loaded.trained_context}) on {session.device.type}/{session.environment['dtype']}; "
                   f"text {session.ids.numel()} tokens; run folder {run_dir}")
@@ -79,9 +114,20 @@ def _run(args: argparse.Namespace, given: dict) -> int:
         err_console.print(f"interrupted: {len(session.runs)} finished unit(s) are saved in {run_dir}; continue with "
                           f"`anomaly-probe run --resume {run_dir}`", markup=False, highlight=False, soft_wrap=True)
         return 130
+    except WriteError as exc:
+        session.status = "failed"
+        try:
+            session.save()  # the temp file of the failed write is gone: a small results.json may still fit
+        except WriteError:
+            pass  # the previous results.json stays (status running): resumable all the same
+        raise WriteError(f"{exc}; {len(session.runs)} finished unit(s) are kept in {str(run_dir)!r}: free space "
+                         f"or fix permissions, then continue with `anomaly-probe run --resume {run_dir}`") from None
     except Exception:
         session.status = "failed"
-        session.save()
+        try:
+            session.save()
+        except WriteError:
+            pass
         raise
     report = _write_run_report(run_dir)
     console.print(runs_table([r.to_dict() for r in session.runs]))
@@ -89,12 +135,14 @@ def _run(args: argparse.Namespace, given: dict) -> int:
     if session.verdicts:
         console.print(verdicts_table([v.to_dict() for v in session.verdicts]))
         console.print(f"[bold]headline:[/] {session.headline}", soft_wrap=True)
-    if session.failures:
-        err_console.print(f"{len(session.failures)} unit(s) failed (see failures in results.json); the verdicts "
-                          "that needed them are ERROR", markup=False, highlight=False, soft_wrap=True)
     console.print(f"results: {run_dir / 'results.json'}")
     if report is not None:
         console.print(f"report: {report}")
+    if session.failures:
+        err_console.print(f"{len(session.failures)} unit(s) failed (see failures in results.json); the verdicts "
+                          f"that needed them are ERROR. Score them again with `anomaly-probe run --retry-failed "
+                          f"{run_dir}`", markup=False, highlight=False, soft_wrap=True)
+        return 1
     return 0
 
 
@@ -138,10 +186,3 @@ def _write_run_report(run_dir: Path):
         err_console.print(f"report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
                           f"`anomaly-probe report {run_dir}`", markup=False, soft_wrap=True)
         return None
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass

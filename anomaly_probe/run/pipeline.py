@@ -42,7 +42,7 @@ def run_pipeline(session: Session, settings: ExperimentSettings | None = None,
         except Exception as exc:  # noqa: BLE001 - e.g. no finite tokens left; the verdicts are saved
             session.headline = f"No headline: {type(exc).__name__}: {str(exc)[:160]}; see the verdicts."
     session.headline = (session.headline + _nonfinite_sentence(session)).strip()
-    session.status = "complete"
+    session.status = "partial" if session.failures else "complete"  # partial: --retry-failed scores them again
     session.save()
 
 
@@ -80,7 +80,7 @@ def run_units(session: Session, units: list[Unit]) -> dict[str, str]:
             oom = False
             try:
                 session.score(u, progress=advance)
-            except UserError:
+            except UserError:  # bad input, or the run folder cannot be written (WriteError): the run stops
                 raise
             except Exception as exc:  # noqa: BLE001 - one failed unit must not lose the others
                 oom = is_out_of_memory(exc)

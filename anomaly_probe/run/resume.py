@@ -17,6 +17,7 @@ from pathlib import Path
 from anomaly_probe.config import RunConfig
 from anomaly_probe.errors import UserError
 from anomaly_probe.rundir import RunFolder, check_writable, load_tokens, read
+from anomaly_probe.run.paths import local_path
 
 
 @dataclass
@@ -105,7 +106,7 @@ def check_flags(given: dict[str, object], saved: SavedRun) -> None:
 
     for dest, value in given.items():
         flag = "--" + dest.replace("_", "-")
-        if dest == "resume":
+        if dest in ("resume", "retry_failed"):
             continue
         if dest == "out":
             if Path(str(value)).expanduser().resolve() != saved.run_dir.resolve():
@@ -113,6 +114,8 @@ def check_flags(given: dict[str, object], saved: SavedRun) -> None:
                                 f"{str(saved.run_dir)!r}; drop --out")
             continue
         field = "hypotheses" if dest == "hypothesis" else dest
+        if field in ("text", "model"):  # saved absolute (run.paths): compare the same way
+            value = local_path(value, field)
         if not hasattr(saved.config, field):
             raise UserError(f"{flag} cannot be combined with --resume: a resumed run keeps its saved settings")
         if field == "hypotheses":

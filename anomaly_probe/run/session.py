@@ -25,6 +25,7 @@ from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.probes import ProbeSession, parse_probes
 from anomaly_probe.rundir import (Comparison, Failure, Results, RoleEntry, UnitRecord, check_out, compare, prepare,
                                   save_tokens, write_results)
+from anomaly_probe.rundir.files import WriteError
 from anomaly_probe.run.judging import ScoredRuns, role_entries
 from anomaly_probe.run.units import Unit, make_unit, pair_units
 from anomaly_probe.verdict import Verdict
@@ -62,7 +63,21 @@ def validate_config(config: RunConfig) -> CacheMethod:
 def prepare_run_dir(config: RunConfig) -> Path:
     """Create the run folder (``--out``, default ``reports/<time>-<model>``); refuse one that already holds
     a run (naming the ``--resume`` command) or cannot be written."""
-    return prepare(config.out, config.model, resume_hint=True, what="<model>")
+    return prepare(config.out, _folder_name(config.model), resume_hint=True, what="<model>")
+
+
+def claim_run_dir(config: RunConfig):
+    """:func:`prepare_run_dir` under the folder's exclusive lock, held for the ``with`` block
+    (:func:`anomaly_probe.rundir.prepare.claim`)."""
+    from anomaly_probe.rundir.prepare import claim
+
+    return claim(config.out, _folder_name(config.model), resume_hint=True, what="<model>")
+
+
+def _folder_name(model: str) -> str:
+    """The model part of the default folder name: a local model's file or folder name, else the spec."""
+    path = Path(model)
+    return path.name if path.is_absolute() and path.name else model
 
 
 class Session:
@@ -168,12 +183,17 @@ class Session:
         nonfinite = self._locate_nonfinite(unit, ids, scores, kwargs)
         arrays = {"nll": scores.nll, "correct": scores.correct, "query_pos": scores.query_pos,
                   "n_keys": scores.n_keys}
+        tokens_file = save_tokens(self.run_dir, unit.key, arrays)  # WriteError: the run stops, resumable
+        try:
+            trace = probes.save(self.run_dir, unit.key)  # trace_file, trace_bytes_per_step (with --probes)
+        except OSError as exc:
+            raise WriteError(f"cannot write the trace of {unit.key} in {str(self.run_dir)!r}: "
+                             f"{exc.strerror or exc}") from None
         record = UnitRecord(
             **unit.method.describe(), key=unit.key, label=unit.method.label(), engine=unit.engine,
             intervention=unit.intervention, intervention_info=intervention_info, prefix=unit.prefix,
             windows=[list(w) for w in unit.windows] or None, dtype=dtype_name(self.dtype), max_tokens=unit.max_tokens, sample=unit.sample, **scores.summary(),
-            tokens_file=save_tokens(self.run_dir, unit.key, arrays),
-            **probes.save(self.run_dir, unit.key),  # trace_file, trace_bytes_per_step (with --probes)
+            tokens_file=tokens_file, **trace,
             nonfinite=nonfinite,
         )
         self.runs.append(record)

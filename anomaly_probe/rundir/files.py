@@ -7,10 +7,11 @@ import math
 import os
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
+from anomaly_probe.errors import UserError
 from anomaly_probe.rundir.schema import Results
 
 TOKEN_ARRAYS = ("nll", "correct", "query_pos", "n_keys")
@@ -30,24 +31,99 @@ def _clean(obj):
     return obj
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` atomically (temp file + rename); numpy scalars become numbers, NaN/inf null."""
+class WriteError(UserError):
+    """A run folder file could not be written (disk full, read-only folder, a link out of the folder).
+
+    The message names the file and the reason; ``run`` adds the resume hint. Exit code 1: not a bad flag,
+    but the run did not finish.
+    """
+
+    exit_code = 1
+
+
+def inside(run_dir: Path, path: Path) -> bool:
+    """Whether ``path`` (links resolved) lies inside ``run_dir`` (links resolved)."""
+    try:
+        Path(path).resolve().relative_to(Path(run_dir).resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+def safe_rel(rel) -> bool:
+    """Whether a path read from results.json may be opened: relative, without ``..``, not empty."""
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        return False
+    parts = rel.replace("\\", "/").split("/")
+    drive = len(rel) > 1 and rel[1] == ":"  # C:... on Windows
+    return not Path(rel).is_absolute() and not rel.startswith(("/", "\\")) and not drive and ".." not in parts
+
+
+def atomic_write(path: Path, write: Callable) -> None:
+    """Write ``path`` atomically: ``write(f)`` fills a fresh temp file (binary), which then replaces ``path``.
+
+    The temp file is created exclusively and never through a link (``O_EXCL | O_NOFOLLOW``), and it is
+    removed on every failure (disk full, interrupt); a link at ``path`` itself is replaced, never followed.
+    Raises OSError.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except FileExistsError:  # left by a killed process with our pid: a link or a stale file, never written into
+        tmp.unlink()
+        fd = os.open(tmp, flags, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` atomically (:func:`atomic_write`); numpy scalars become numbers, NaN/inf null."""
+    text = json.dumps(_clean(data), indent=2, allow_nan=False).encode("utf-8")
+    atomic_write(Path(path), lambda f: f.write(text))
 
 
 def write_results(run_dir: Path, results: Results) -> None:
-    """``RUN_DIR/results.json``, atomically: a reader never sees a half-written file."""
-    write_json(Path(run_dir) / "results.json", results.to_dict())
+    """``RUN_DIR/results.json``, atomically: a reader never sees a half-written file.
+
+    Raises
+    ------
+    WriteError
+        It cannot be written; the previous results.json is left as it was.
+    """
+    path = Path(run_dir) / "results.json"
+    try:
+        write_json(path, results.to_dict())
+    except OSError as exc:
+        raise WriteError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
 def save_npz(run_dir: Path, rel: str, arrays: Mapping[str, np.ndarray]) -> str:
-    """Write ``arrays`` to ``RUN_DIR/rel`` (compressed npz, folders created); returns ``rel``."""
+    """Write ``arrays`` to ``RUN_DIR/rel`` (compressed npz, atomically, folders created); returns ``rel``.
+
+    Raises
+    ------
+    WriteError
+        The file cannot be written, or its folder is a link out of the run folder (never written through).
+    """
     path = Path(run_dir) / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not inside(run_dir, path.parent):
+            raise WriteError(f"{str(path.parent)!r} is a link out of the run folder {str(run_dir)!r}; "
+                             "refusing to write through it (replace it with a folder)")
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    except OSError as exc:
+        raise WriteError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     return rel
 
 
@@ -64,9 +140,10 @@ def save_tokens(run_dir: Path, key: str, arrays: Mapping[str, np.ndarray]) -> st
 
 
 def load_npz(run_dir: Path, rel) -> dict[str, np.ndarray] | None:
-    """Every array of ``RUN_DIR/rel``, or None when ``rel`` is not a path or the file is missing or unreadable."""
-    if not isinstance(rel, str) or not rel:
-        return None
+    """Every array of ``RUN_DIR/rel``, or None when ``rel`` is not a safe relative path (:func:`safe_rel`), leads
+    out of the folder, or the file is missing or unreadable."""
+    if not safe_rel(rel) or not inside(run_dir, Path(run_dir) / rel):
+        return None  # an absolute path, ``..`` or a link out of the folder: never followed
     try:
         with np.load(Path(run_dir) / rel, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

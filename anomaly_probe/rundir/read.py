@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anomaly_probe.errors import UserError
+from anomaly_probe.rundir.files import safe_rel
 from anomaly_probe.rundir.schema import SCHEMA_VERSION, Results
+
+PATH_FIELDS = ("tokens_file", "trace_file")
+"""Fields of a ``runs`` entry that name a file of the folder: relative, never absolute or with ``..``."""
 
 
 @dataclass
@@ -56,7 +60,8 @@ def read(path: str | Path, *, resume: bool = False) -> RunFolder:
     ------
     UserError
         The folder is missing or a file, has no results.json, the file is not valid JSON or not an
-        object, or its ``schema_version`` is not :data:`SCHEMA_VERSION`.
+        object, its ``schema_version`` is not :data:`SCHEMA_VERSION`, or a run's file path is absolute or
+        contains ``..`` (:func:`unsafe_path`).
     """
     run_dir = Path(path).expanduser()
     file = run_dir / "results.json"
@@ -77,7 +82,24 @@ def read(path: str | Path, *, resume: bool = False) -> RunFolder:
         raise UserError(say.not_object(data))
     if data.get("schema_version") != SCHEMA_VERSION:
         raise UserError(say.schema(data.get("schema_version")))
+    bad = unsafe_path(data)
+    if bad is not None:
+        raise UserError(say.unsafe(*bad))
     return RunFolder(run_dir, data)
+
+
+def unsafe_path(data: dict) -> tuple[str, str] | None:
+    """The first file path in ``runs`` that is absolute or contains ``..`` (``("runs[3].tokens_file", path)``),
+    or None. Such a path is refused, never followed: a folder only ever names its own files."""
+    runs = data.get("runs")
+    for i, run in enumerate(runs if isinstance(runs, list) else []):
+        if not isinstance(run, dict):
+            continue
+        for name in PATH_FIELDS:
+            rel = run.get(name)
+            if isinstance(rel, str) and rel and not safe_rel(rel):
+                return f"runs[{i}].{name}", rel
+    return None
 
 
 class _ReportWords:
@@ -106,6 +128,10 @@ class _ReportWords:
         return (f"{self.file!r} has schema_version {version!r}; this anomaly-probe reads "
                 f"schema_version {SCHEMA_VERSION} only")
 
+    def unsafe(self, where: str, rel: str) -> str:
+        return (f"{self.file!r}: {where} {rel!r} is absolute or leads out of the run folder; refusing to follow "
+                "it (a run folder names its own files by relative paths)")
+
 
 class _ResumeWords:
     def __init__(self, path: str) -> None:
@@ -133,3 +159,7 @@ class _ResumeWords:
     def schema(self, version) -> str:
         return (f"{self.where}: results.json has schema_version {version!r}; this anomaly-probe resumes "
                 f"schema_version {SCHEMA_VERSION} only")
+
+    def unsafe(self, where: str, rel: str) -> str:
+        return (f"{self.where}: results.json's {where} {rel!r} is absolute or leads out of the run folder; "
+                "refusing to follow it: start a new run")
