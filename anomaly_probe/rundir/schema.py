@@ -4,7 +4,8 @@ Schema (version 1), every top-level key::
 
     schema_version      int, :data:`SCHEMA_VERSION`
     status              "running" | "interrupted" (Ctrl-C / SIGTERM; resume with ``run --resume``) |
-                        "failed" (an internal error) | "complete"
+                        "failed" (the folder could not be written, or an internal error; resumable) |
+                        "partial" (finished with failed units; ``run --retry-failed``) | "complete"
     environment         run: python, torch, transformers, device, device_name, dtype, attn_implementation,
                         cpu_count, total_memory_bytes, platform, argv; import: source, python, numpy,
                         platform, device, dtype, files, notes, argv
