@@ -37,6 +37,7 @@ def test_cgroup_v2_limit_caps_the_ballast(tmp_path, monkeypatch):
     root, proc = _v2(tmp_path, limits={"user.slice/job": (4 * GIB, 1 * GIB), "user.slice": ("max", 0)})
     assert B.cgroup_headroom(root, proc) == 3 * GIB
     assert B.available_bytes(root, proc) == 3 * GIB
+    assert B.memory_facts(root, proc) == {"system_available_bytes": 64 * GIB, "cgroup_headroom_bytes": 3 * GIB}
     assert B.ballast_bytes(0.5, 8 * GIB, root, proc) == int(1.5 * GIB)
 
 

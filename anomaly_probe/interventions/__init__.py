@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 
 from anomaly_probe.errors import UserError
-from anomaly_probe.interventions.ballast import RULE, ballast, ballast_size
+from anomaly_probe.interventions.ballast import RULE, ballast, ballast_size, memory_facts
 from anomaly_probe.interventions.manual_attention import AttentionRecipe, make_attention, use_attention
 
 _PRECISION = {
@@ -61,6 +61,7 @@ def apply_intervention(name: str, model: torch.nn.Module, record: dict | None = 
             yield
         return
     device = next(model.parameters()).device
+    facts = memory_facts()  # what the size came from (the cgroup limit, when there is one)
     with ballast(ballast_size(name), device) as info:
-        record.update(info)
+        record.update(info | facts)
         yield

@@ -57,6 +57,13 @@ def available_bytes(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CG
     return system if headroom is None else min(system, headroom)
 
 
+def memory_facts(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> dict:
+    """What a ballast was sized from, for ``intervention_info``: ``system_available_bytes`` and
+    ``cgroup_headroom_bytes`` (None without a cgroup limit)."""
+    return {"system_available_bytes": int(psutil.virtual_memory().available),
+            "cgroup_headroom_bytes": cgroup_headroom(cgroup_root, proc_cgroup)}
+
+
 def cgroup_headroom(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int | None:
     """Bytes this process's memory cgroup still allows (limit - usage), the tightest over its cgroup and
     every ancestor; None when no limit is set or nothing can be read (every read is defensive).
