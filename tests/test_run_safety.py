@@ -95,6 +95,7 @@ def test_a_failed_unit_makes_the_run_partial_and_resume_retries_it(tmp_path, mon
     assert res["status"] == "partial" and len(res["failures"]) == 1
     assert {v["hypothesis"]: v["status"] for v in res["verdicts"]}["numerics"] == "error"
     assert not _leftovers(out)
+    assert "finished with 1 failed unit(s)" in (out / "report.html").read_text(encoding="utf-8")
 
     monkeypatch.undo()  # the passing reason is gone
     assert main(["run", "--resume", str(out)]) == 0

@@ -40,7 +40,11 @@ def build_report(data: RunData) -> Report:
 
 def overview(data: RunData) -> Section:
     section = Section("Overview", id="overview")
-    if data.results.get("status") not in (None, "complete"):
+    if data.results.get("status") == "partial":
+        section.add(Text(f"This run finished with {len(data.listing('failures'))} failed unit(s) (status 'partial'): "
+                         "the verdicts that needed them are ERROR. Score them again with "
+                         f"`anomaly-probe run --retry-failed {data.run_dir}`.", "note"))
+    elif data.results.get("status") not in (None, "complete"):
         section.add(Text(f"This run did not finish (status {data.results.get('status')!r}): the report shows "
                          "what was saved so far.", "note"))
     note = dropped_note(data)

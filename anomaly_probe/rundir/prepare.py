@@ -31,8 +31,10 @@ def check_writable(run_dir: Path) -> None:
     """Create ``run_dir`` if needed and write and remove a test file; raises OSError when it cannot."""
     run_dir.mkdir(parents=True, exist_ok=True)
     probe = run_dir / f".write-test-{os.getpid()}"  # per process: two runs checking at once do not collide
-    probe.write_text("ok")
-    probe.unlink()
+    try:
+        probe.write_text("ok")
+    finally:  # a full disk may have created it empty
+        probe.unlink(missing_ok=True)
 
 
 def prepare(out: str | None, default_name: str, *, resume_hint: bool = False, what: str | None = None) -> Path:
