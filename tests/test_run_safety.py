@@ -205,6 +205,16 @@ def test_folder_made_read_only_mid_run(tmp_path, monkeypatch, capsys):
     assert main(["run", "--resume", str(out)]) == 0
 
 
+def test_a_traces_folder_linked_out_of_the_run_stops_the_run_before_writing(tmp_path, capsys):
+    out, outside = tmp_path / "run", tmp_path / "outside"
+    outside.mkdir()
+    out.mkdir()
+    (out / "traces").symlink_to(outside, target_is_directory=True)
+    line = _one_error(capsys, main(["run", *SMALL, "--hypothesis", "none", "--out", str(out)]), 1)
+    assert "link out of the run folder" in line and "--resume" in line
+    assert not list(outside.iterdir())
+
+
 # ---------------------------------------------------------------------------------------------- one writer
 @pytest.fixture
 def live_pid():

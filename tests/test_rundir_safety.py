@@ -149,6 +149,21 @@ def test_results_json_paths_absolute_or_with_dotdot_are_refused(tmp_path, rel):
     assert load_npz(run, rel) is None and load_npz(run, "../tokens/outside.npz") is None
 
 
+def test_report_and_export_refuse_such_a_folder_with_one_line(tmp_path, capsys):
+    from anomaly_probe.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    data = Results().to_dict() | {"runs": [{"key": "a", "tokens_file": "tokens/a.npz", "trace_file": "/etc/passwd"}]}
+    (run / "results.json").write_text(json.dumps(data))
+    for argv in (["report", str(run)], ["export", str(run)]):
+        code = main(argv)
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "runs[0].trace_file '/etc/passwd'" in lines[0], (argv, out, err)
+        assert lines[0].startswith("error: ") and "Traceback" not in out + err
+
+
 def test_a_token_file_linked_out_of_the_folder_is_not_read(tmp_path):
     run = tmp_path / "run"
     save_tokens(tmp_path, "outside", ARRAYS)

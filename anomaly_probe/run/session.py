@@ -25,7 +25,7 @@ from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.probes import ProbeSession, parse_probes
 from anomaly_probe.rundir import (Comparison, Failure, Results, RoleEntry, UnitRecord, check_out, compare, prepare,
                                   save_tokens, write_results)
-from anomaly_probe.rundir.files import WriteError
+from anomaly_probe.rundir.files import WriteError, own_folder
 from anomaly_probe.run.judging import ScoredRuns, role_entries
 from anomaly_probe.run.units import Unit, make_unit, pair_units
 from anomaly_probe.verdict import Verdict
@@ -184,6 +184,8 @@ class Session:
         arrays = {"nll": scores.nll, "correct": scores.correct, "query_pos": scores.query_pos,
                   "n_keys": scores.n_keys}
         tokens_file = save_tokens(self.run_dir, unit.key, arrays)  # WriteError: the run stops, resumable
+        if probes.names:
+            own_folder(self.run_dir, "traces")  # never written through a link out of the folder
         try:
             trace = probes.save(self.run_dir, unit.key)  # trace_file, trace_bytes_per_step (with --probes)
         except OSError as exc:

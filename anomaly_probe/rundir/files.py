@@ -107,6 +107,25 @@ def write_results(run_dir: Path, results: Results) -> None:
         raise WriteError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
+def own_folder(run_dir: Path, rel: str) -> Path:
+    """``RUN_DIR/rel`` created if needed, checked to lie inside the run folder (not a link out of it).
+
+    Raises
+    ------
+    WriteError
+        It cannot be created, or it is a link out of the run folder (never written through).
+    """
+    folder = Path(run_dir) / rel
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot create {str(folder)!r}: {exc.strerror or exc}") from None
+    if not inside(run_dir, folder):
+        raise WriteError(f"{str(folder)!r} is a link out of the run folder {str(run_dir)!r}; refusing to write "
+                         "through it (replace it with a folder)")
+    return folder
+
+
 def save_npz(run_dir: Path, rel: str, arrays: Mapping[str, np.ndarray]) -> str:
     """Write ``arrays`` to ``RUN_DIR/rel`` (compressed npz, atomically, folders created); returns ``rel``.
 
@@ -115,12 +134,8 @@ def save_npz(run_dir: Path, rel: str, arrays: Mapping[str, np.ndarray]) -> str:
     WriteError
         The file cannot be written, or its folder is a link out of the run folder (never written through).
     """
-    path = Path(run_dir) / rel
+    path = own_folder(run_dir, str(Path(rel).parent)) / Path(rel).name
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not inside(run_dir, path.parent):
-            raise WriteError(f"{str(path.parent)!r} is a link out of the run folder {str(run_dir)!r}; "
-                             "refusing to write through it (replace it with a folder)")
         atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     except OSError as exc:
         raise WriteError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
