@@ -126,7 +126,7 @@ def test_ray_executor_gives_the_same_numbers(tmp_path, reference):
     except ImportError:
         pytest.skip("ray cannot be imported here (pip install 'anomaly-probe[ray]'); the Ray executor is untested")
     out = tmp_path / "ray"
-    assert main(["sweep", *GRID, "--out", str(out), "--executor", "ray", "--address", "local"]) == 0
+    assert main(["sweep", *GRID, "--out", str(out), "--executor", "ray", "--address", "local", "--ray-cpus", "2"]) == 0
     index = json.loads((out / "sweep.json").read_text())
     assert index["executor"] == "ray" and {c["status"] for c in index["cells"]} == {"complete"}
     assert cell_numbers(out) == cell_numbers(reference[0])
@@ -184,6 +184,7 @@ def test_trend_report_renders_and_report_command_imports_no_torch(reference, tmp
     (["--executor", "ray"], "--address"),
     (["--address", "local"], "--executor ray"),
     (["--retries", "-1"], "--retries"),
+    (["--ray-cpus", "2"], "--address local"),
     (["--cpus", "x"], "expected a number"),
     (["--trained-context", "big"], "trained_context = 'big'"),
     (["--hypothesis", "posiiton"], "Did you mean 'position'"),

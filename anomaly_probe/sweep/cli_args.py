@@ -8,7 +8,7 @@ EPILOG = """examples:
   anomaly-probe sweep --model smollm2-135m --max-tokens 2000 4000 8000 12000 --num-samples 1 --hypothesis position
   anomaly-probe sweep --model tiny-neox:hidden=32 tiny-neox:hidden=64 --max-tokens 256 512 --recent-size 28 60
   anomaly-probe sweep --model smollm2-135m --max-tokens 2000 8000 --trained-context auto 4096 --sink-size 0 4
-  anomaly-probe sweep --grid grid.toml --executor ray --address local      # a throwaway local Ray instance
+  anomaly-probe sweep --grid grid.toml --executor ray --address local --ray-cpus 2   # a throwaway local Ray instance
   anomaly-probe sweep --grid grid.toml --executor ray --address ray://head:10001 --out reports/big-sweep
   anomaly-probe sweep --resume reports/20261130-101500-sweep    # after Ctrl-C, kill or failed cells
   anomaly-probe report reports/20261130-101500-sweep            # re-render the trend report
@@ -67,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="local (default): cells in this process, one model load per model; ray: one Ray task per cell")
     g.add_argument("--address", default=None, metavar="ADDRESS",
                    help="Ray cluster address for --executor ray, or 'local' for a throwaway local Ray instance")
+    g.add_argument("--ray-cpus", type=_int, default=None, metavar="N",
+                   help="CPUs of the local Ray instance that --address local starts (default: every CPU here)")
     g.add_argument("--retries", type=_int, default=2, metavar="N",
                    help="Ray: times a cell whose worker died is retried before it is recorded as failed (default 2)")
     g.add_argument("--out", default=None, metavar="SWEEP_DIR", help="sweep folder (default reports/<time>-sweep)")

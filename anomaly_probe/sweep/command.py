@@ -36,6 +36,10 @@ def _sweep(args: argparse.Namespace) -> int:
         raise UserError("--executor ray needs --address ADDRESS (a Ray cluster) or --address local")
     if args.executor == "local" and args.address is not None:
         raise UserError("--address is for --executor ray")
+    if args.ray_cpus is not None and args.address != "local":
+        raise UserError("--ray-cpus sizes the Ray instance that --address local starts; drop it for a cluster")
+    if args.ray_cpus is not None and args.ray_cpus < 1:
+        raise UserError(f"--ray-cpus {args.ray_cpus}: must be >= 1")
     if args.retries < 0:
         raise UserError(f"--retries {args.retries}: must be >= 0")
     grid, sweep_dir, saved = _grid_and_folder(args, given)
@@ -178,7 +182,7 @@ def _execute(args, jobs: list, index: SweepIndex, sweep_dir: Path) -> None:
         if args.executor == "ray":
             from anomaly_probe.sweep.ray_executor import run_ray
 
-            run_ray(jobs, sweep_dir, events, args.address, args.retries)
+            run_ray(jobs, sweep_dir, events, args.address, args.retries, args.ray_cpus)
         else:
             from anomaly_probe.sweep.local import run_local
 
@@ -204,9 +208,7 @@ def _write_trend_report(sweep_dir: Path) -> None:
     try:
         from anomaly_probe.reports.sweep import write_sweep_report
 
-        path = write_sweep_report(sweep_dir, console=console)
+        write_sweep_report(sweep_dir, console=console)  # prints the headline and the report's path
     except Exception as exc:  # noqa: BLE001 - sweep.json and every run are saved; `report` can retry
         err_console.print(f"trend report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
                           f"`anomaly-probe report {sweep_dir}`", markup=False, soft_wrap=True)
-        return
-    console.print(f"trend report: {path}")

@@ -23,7 +23,7 @@ def import_ray():
     return ray
 
 
-def run_ray(jobs: list, sweep_dir: Path, events, address: str, retries: int = 2) -> None:
+def run_ray(jobs: list, sweep_dir: Path, events, address: str, retries: int = 2, local_cpus: int | None = None) -> None:
     """Run every job (pairs of Cell and CellEntry) as a Ray task; ``events`` as in :func:`~anomaly_probe.sweep.local.run_local`.
 
     Parameters
@@ -34,6 +34,8 @@ def run_ray(jobs: list, sweep_dir: Path, events, address: str, retries: int = 2)
         that instance is used.
     retries : int
         How many times Ray retries a cell whose worker died.
+    local_cpus : int or None
+        CPUs of the local instance ``address="local"`` starts (None: every CPU of this machine).
     """
     ray = import_ray()
     from anomaly_probe.sweep.cellrun import CellOutcome
@@ -42,7 +44,7 @@ def run_ray(jobs: list, sweep_dir: Path, events, address: str, retries: int = 2)
 
     started_here = not ray.is_initialized()
     if started_here:
-        _init(ray, address)
+        _init(ray, address, local_cpus)
     task = ray.remote(score_cell)
     pending = {}
     try:
@@ -74,12 +76,12 @@ def run_ray(jobs: list, sweep_dir: Path, events, address: str, retries: int = 2)
             ray.shutdown()
 
 
-def _init(ray, address: str) -> None:
+def _init(ray, address: str, local_cpus: int | None) -> None:
     import os
 
     try:
         if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+            ray.init(num_cpus=local_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
