@@ -47,6 +47,7 @@ def build_sweep_report(data: SweepData) -> Report:
                                   SIZE: [math.log10(p.parameters) for p in points]})
         test.add(regression_table(claim, stated))
         test.add(Text(claim.sentence))
+        test.add(Text(f"The claim as stated (gap on length in tokens and model size): {stated.sentence}"))
     report.sections.append(test)
     verdicts = Section("Verdicts per cell", id="verdicts")
     verdicts.add(side_by_side(data))

@@ -93,9 +93,10 @@ def collapse(points: list[Point]) -> Collapse:
                         "only in scale, so they cannot tell length from length / trained context; add models or "
                         "--trained-context overrides with other contexts.")
     if raw is None or norm is None:
+        axis = " and ".join(a for a, v in (("tokens", raw), ("tokens / trained context", norm)) if v is None)
         return Collapse(raw, norm, noise, "untestable",
-                        "The lines' lengths do not overlap on one of the axes, so their curves cannot be compared; "
-                        "add lengths so that the lines overlap in tokens and in tokens / trained context.")
+                        f"The lines do not overlap against {axis}, so their curves cannot be compared there; add "
+                        "lengths so that the lines overlap in tokens and in tokens / trained context.")
     noise_text = "n/a" if noise is None else f"{noise:.3f}"
     spreads = (f"mean spread between lines {raw:.3f} nats/token against tokens, {norm:.3f} against tokens / "
                f"trained context; typical CI half-width {noise_text}")
