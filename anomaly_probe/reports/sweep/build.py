@@ -112,7 +112,8 @@ def seed_table(stats: list[CellStats], ci: str) -> Table:
 
 
 def _tag(text: str) -> str:
-    return "supported" if "beyond noise" in text else "inconclusive"
+    """Highlight a difference beyond noise (either way); "within noise" stays plain."""
+    return "diff" if "beyond noise" in text else ""
 
 
 def regression_table(claim: Regression, stated: Regression) -> Table:
