@@ -291,3 +291,51 @@ def test_collapse_and_regression_on_known_truth():
     tied = [Point("m", L, 1000, L * 1000, gap(L / 1000)) for L in (1000, 2000, 4000)]
     tied_reg = regress(tied, {"ratio": [p.ratio for p in tied], "size": [np.log10(p.parameters) for p in tied]})
     assert "cannot separate" in tied_reg.sentence
+
+
+def test_ray_worker_failure_is_a_failed_cell_after_its_retries(tmp_path, monkeypatch):
+    """Ray's own error for a task whose worker died (after Ray's retries) fails that cell only."""
+    import types
+
+    from anomaly_probe.sweep import ray_executor
+    from anomaly_probe.sweep.cellrun import CellOutcome
+    from anomaly_probe.sweep.grid import Grid
+    from anomaly_probe.sweep.index import CellEntry
+
+    class RayError(Exception):
+        pass
+
+    class WorkerCrashedError(RayError):
+        pass
+
+    submitted = []
+
+    class Task:
+        def options(self, **kw):
+            submitted.append(kw)
+            return self
+
+        def remote(self, settings, out, files, cpus):
+            return ("ref", settings["max_tokens"])
+
+    def get(ref):
+        if ref[1] == 200:
+            raise WorkerCrashedError("The worker died unexpectedly while executing this task.\nmore lines")
+        return {"outcome": {"status": "complete", "reason": "", "seconds": 1.0, "unit_failures": 0,
+                            "skipped": False}, "files": {"results.json": b"{}", "tokens/a.npz": b"x"}}
+
+    fake = types.SimpleNamespace(is_initialized=lambda: True, remote=lambda fn: Task(), get=get,
+                                 wait=lambda refs, num_returns: (refs[:1], refs[1:]), cancel=lambda *a, **k: None,
+                                 shutdown=lambda: None, exceptions=types.SimpleNamespace(RayError=RayError))
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: fake)
+    cells = Grid([{"model": "tiny-neox", "max_tokens": [100, 200], "cpus": 2, "gpus": 0.5}]).cells()
+    entries = [CellEntry(c.key, c.name, f"cells/{c.name}", c.settings) for c in cells]
+    finished: dict[str, CellOutcome] = {}
+    events = types.SimpleNamespace(started=lambda e: None, finished=lambda e, o: finished.__setitem__(e.name, o))
+    ray_executor.run_ray(list(zip(cells, entries)), tmp_path, events, "local", retries=3)
+    assert all(kw == {"num_cpus": 2.0, "num_gpus": 0.5, "max_retries": 3, "retry_exceptions": False}
+               for kw in submitted)
+    ok, bad = finished[cells[0].name], finished[cells[1].name]
+    assert ok.status == "complete" and (tmp_path / entries[0].folder / "tokens" / "a.npz").read_bytes() == b"x"
+    assert bad.status == "failed" and "4 attempt(s)" in bad.reason and "WorkerCrashedError" in bad.reason
+    assert "\n" not in bad.reason
