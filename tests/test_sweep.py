@@ -339,3 +339,21 @@ def test_ray_worker_failure_is_a_failed_cell_after_its_retries(tmp_path, monkeyp
     assert ok.status == "complete" and (tmp_path / entries[0].folder / "tokens" / "a.npz").read_bytes() == b"x"
     assert bad.status == "failed" and "4 attempt(s)" in bad.reason and "WorkerCrashedError" in bad.reason
     assert "\n" not in bad.reason
+
+
+def test_line_sentence_says_where_the_gap_turns():
+    from types import SimpleNamespace
+
+    from anomaly_probe.reports.sweep.cells import CellStats
+    from anomaly_probe.reports.sweep.crossing import line_sentence
+
+    def stats(L, gap, past):
+        return CellStats(cell=SimpleNamespace(line="m"), max_tokens=L, num_samples=1, tokens=L - 1, trained_context=8192,
+                         parameters=10**8, method="streaming_llm", gap=gap, gap_past=past, base_ppl=(1, 1, 1),
+                         meth_ppl=(1, 1, 1), base_acc=None, meth_acc=None, acc_diff=None)
+
+    text = line_sentence("m", [stats(12000, (-0.01, -0.05, 0.03), (0.9, 0.7, 1.1)),
+                               stats(2000, (-0.2, -0.3, -0.1), None), stats(4000, (-0.2, -0.3, -0.1), None)])
+    assert text == ("m: over all scored tokens the method is worse beyond noise at 2000-4000 tokens (0.24-0.49x its "
+                    "trained context) and within noise at 12000 tokens (1.46x its trained context); on the positions "
+                    "past the trained context it is better beyond noise at 12000 tokens (1.46x its trained context).")

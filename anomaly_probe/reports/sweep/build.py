@@ -8,6 +8,7 @@ from anomaly_probe.reports import intervals
 from anomaly_probe.reports.build import colormap_for, resolve_colors, safe, unique_figure_ids
 from anomaly_probe.reports.fmt import num
 from anomaly_probe.reports.sweep.cells import CellStats, beyond_noise, cell_stats
+from anomaly_probe.reports.sweep.crossing import line_sentences
 from anomaly_probe.reports.sweep.data import SweepData
 from anomaly_probe.reports.sweep.figures import gap_figures
 from anomaly_probe.reports.sweep.trend import Point, Regression, collapse, regress
@@ -29,6 +30,9 @@ def build_sweep_report(data: SweepData) -> Report:
     claim = regress(points, {RATIO: [p.ratio for p in points],
                              SIZE: [math.log10(p.parameters) for p in points]}) if _sized(points) else None
     report.headline = _headline(trend, claim, len(points))
+    lines = line_sentences(stats)
+    if report.headline and lines:
+        report.headline += " " + " ".join(lines)
     ci = intervals.ci_text(intervals.run_thresholds(data.with_runs[0].run)) if data.with_runs else ""
     table = Section("The seed's table, filled in", id="table")
     table.add(seed_table(stats, ci) if stats else Text("No cell has a finished baseline vs method comparison yet.",
@@ -38,6 +42,8 @@ def build_sweep_report(data: SweepData) -> Report:
     curves.blocks += safe(lambda: gap_figures(stats, ci), "gap figures")
     if trend is not None:
         curves.add(Text(trend.sentence))
+    for sentence in lines:
+        curves.add(Text(sentence))
     report.sections.append(curves)
     test = Section("A test of the claim: regression of the gap", id="regression")
     if claim is None:
