@@ -53,6 +53,9 @@ def build_sweep_report(data: SweepData) -> Report:
                                   SIZE: [math.log10(p.parameters) for p in points]})
         test.add(regression_table(claim, stated))
         test.add(Text(claim.sentence))
+        if len({p.context for p in points}) == 1:
+            test.add(Text("Every cell has the same trained context, so length / trained context is the length in "
+                          "other units: this grid cannot tell the two apart.", "note"))
         test.add(Text(f"The claim as stated (gap on length in tokens and model size): {stated.sentence}"))
     report.sections.append(test)
     verdicts = Section("Verdicts per cell", id="verdicts")

@@ -217,6 +217,10 @@ def _reading(reg: Regression, varying: list[str]) -> str:
     carriers = [k for k in varying if est[k].excludes_zero]
     if not any(c.low is not None for c in est.values()):
         return f"No confidence intervals: {reg.n} cells leave no residual degrees of freedom{cannot}."
+    if len(varying) == 1:
+        c = est[varying[0]]
+        verb = "changes with" if c.excludes_zero else "shows no change beyond noise with"
+        return (f"The gap {verb} {varying[0]} ({c.estimate:+.4f} per unit, CI {c.low:+.4f}..{c.high:+.4f}){cannot}.")
     if len(carriers) == len(varying) == 2:
         return f"Both {varying[0]} and {varying[1]} change the gap with the other held fixed{cannot}."
     if carriers:
