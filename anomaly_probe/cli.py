@@ -144,6 +144,8 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR with its saved settings, skipping finished units "
                         "(other run flags must match the saved ones)")
+
+
 def _add_sweep(sub) -> None:
     from anomaly_probe.sweep.cli_args import EPILOG, add_arguments
 

@@ -186,6 +186,7 @@ def test_trend_report_renders_and_report_command_imports_no_torch(reference, tmp
     (["--retries", "-1"], "--retries"),
     (["--ray-cpus", "2"], "--address local"),
     (["--cpus", "x"], "expected a number"),
+    (["--cpus", "nan"], "give one number >= 0"),
     (["--trained-context", "big"], "trained_context = 'big'"),
     (["--hypothesis", "posiiton"], "Did you mean 'position'"),
     (["--max-tokens", "1", "--model", "tiny-neox"], "no cell of the grid can run"),

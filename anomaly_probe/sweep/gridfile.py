@@ -96,7 +96,7 @@ def check_row(row: dict, where: str) -> dict:
                 raise UserError(f"{where}: hypotheses = {value!r}: give a list of hypothesis names")
             out[key] = resolve_hypotheses(names)
         elif key in RESOURCES:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
                 raise UserError(f"{where}: {key} = {value!r}: give one number >= 0 (per cell, for --executor ray)")
             out[key] = value
         else:
