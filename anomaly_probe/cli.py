@@ -43,6 +43,7 @@ EPILOG_IMPORT = """examples:
 
 EPILOG_REPORT = """examples:
   anomaly-probe report reports/20260101-120000-smollm2-135m
+  anomaly-probe report reports/20260101-120000-sweep        # a sweep folder: its trend report
   anomaly-probe report RUN_A RUN_B --out compare.html
 """
 
@@ -78,6 +79,7 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     _add_import_arguments(sub.add_parser("import", help="diagnose per-token logs written by other tools",
                                          epilog=EPILOG_IMPORT, formatter_class=argparse.RawDescriptionHelpFormatter))
     _add_export(sub)
+    _add_sweep(sub)
     return parser
 
 
@@ -147,6 +149,16 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     g.add_argument("--retry-failed", metavar="RUN_DIR",
                    help="like --resume, and says so: score the units of RUN_DIR that failed (out of memory, disk "
                         "full, ...) again, keep the others, judge everything again")
+
+
+def _add_sweep(sub) -> None:
+    from anomaly_probe.sweep.cli_args import EPILOG, add_arguments
+
+    add_arguments(sub.add_parser("sweep", help="a grid of runs (models x lengths x methods ...) and its trend report",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 argument_default=argparse.SUPPRESS))
+
+
 def _add_export(sub) -> None:
     from anomaly_probe.export.command import add_arguments
 
@@ -271,7 +283,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from anomaly_probe.console import console
     from anomaly_probe.reports import write_comparison, write_report
 
-    if len(args.run_dirs) == 1:
+    from anomaly_probe.sweep.index import is_sweep
+
+    if len(args.run_dirs) == 1 and is_sweep(args.run_dirs[0]):  # a sweep folder: its trend report
+        from anomaly_probe.reports.sweep import write_sweep_report
+
+        write_sweep_report(args.run_dirs[0], out=args.out, console=console)
+    elif len(args.run_dirs) == 1:
         write_report(args.run_dirs[0], out=args.out, console=console)
     else:
         write_comparison(args.run_dirs, out=args.out, console=console)
@@ -288,6 +306,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     from anomaly_probe.importer.command import run_import
 
     return run_import(args)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from anomaly_probe.sweep.command import run_sweep
+
+    return run_sweep(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -325,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         return {"run": cmd_run, "report": cmd_report, "check": cmd_check, "import": cmd_import,
-                "export": cmd_export}[args.command](args)
+                "export": cmd_export, "sweep": cmd_sweep}[args.command](args)
     except UserError as exc:
         err_console.print(f"error: {_one_line(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code

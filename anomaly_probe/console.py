@@ -6,9 +6,10 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text as RichText
 
 import sys as _sys
 
@@ -17,13 +18,50 @@ console = Console(stderr=False, width=None if _sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if _sys.stderr.isatty() else 200)
 
 
+_OUTER: list[Progress] = []
+"""The display a sweep shows (cells done/total); runs inside it add their bars to it (rich allows one live display)."""
+
+
+class _UnitColumn(ProgressColumn):
+    """The unit of a bar: its ``unit`` field, ``tok`` by default."""
+
+    def render(self, task) -> RichText:
+        return RichText(str(task.fields.get("unit", "tok")))
+
+
+def new_progress() -> Progress:
+    """Bars with a description, count, unit, elapsed time and ETA (the one layout of every command)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _UnitColumn(),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
+@contextmanager
+def outer_progress(progress: Progress) -> Iterator[Progress]:
+    """Show ``progress`` (e.g. a sweep's cells bar) and let every :func:`progress_bars` inside add to it."""
+    with progress:
+        _OUTER.append(progress)
+        try:
+            yield progress
+        finally:
+            _OUTER.pop()
+
+
 @contextmanager
 def progress_bars(total_tokens: int) -> Iterator[tuple[Progress, int]]:
     """An overall bar (tokens, with ETA); per-unit bars are added by the runner."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tok"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
-    )
+    if _OUTER:  # inside a sweep: the bars join its display and leave it when the run ends
+        progress = _OUTER[-1]
+        before = set(progress.task_ids)
+        overall = progress.add_task("all runs", total=total_tokens)
+        try:
+            yield progress, overall
+        finally:
+            for task in [t for t in progress.task_ids if t not in before]:
+                progress.remove_task(task)
+        return
+    progress = new_progress()
     with progress:
         overall = progress.add_task("all runs", total=total_tokens)
         yield progress, overall

@@ -1,6 +1,7 @@
 """Resolve ``--model`` to a loaded model, tokenizer and trained context.
 
-Accepted specs: ``smollm2-135m`` (default), ``tiny-neox``, a ``.gguf`` file, a local folder, or a hub ID
+Accepted specs: ``smollm2-135m`` (default), ``tiny-neox`` (or a size variant
+``tiny-neox:hidden=64,layers=2,ctx=128``), a ``.gguf`` file, a local folder, or a hub ID
 (works when the weights are cached or reachable).
 """
 
@@ -49,6 +50,11 @@ class LoadedModel:
     def num_layers(self) -> int:
         return self.model.config.num_hidden_layers
 
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the model (tied weights counted once): the model size a sweep regresses on."""
+        return int(sum(p.numel() for p in self.model.parameters()))
+
 
 def load_model(spec: str, *, device: torch.device, dtype: torch.dtype, trained_context: int | None = None,
                seed: int = 0) -> LoadedModel:
@@ -69,11 +75,13 @@ def load_model(spec: str, *, device: torch.device, dtype: torch.dtype, trained_c
 
 
 def _load(spec: str, dtype: torch.dtype, seed: int):
-    if spec == "tiny-neox":
-        from anomaly_probe.models.tiny_neox import build_tiny_neox
+    if spec.startswith("tiny-neox"):
+        from anomaly_probe.models.tiny_neox import build_tiny_neox, is_tiny_neox, parse_size
 
-        model, tok = build_tiny_neox(seed=seed)
-        return model, tok, "random GPT-NeoX built in code (seeded)"
+        if is_tiny_neox(spec):  # the plain spec keeps the one-argument call (tests replace the builder)
+            sized = {} if spec == "tiny-neox" else {"size": parse_size(spec)}
+            model, tok = build_tiny_neox(seed=seed, **sized)
+            return model, tok, "random GPT-NeoX built in code (seeded)"
     if spec == "smollm2-135m":
         from anomaly_probe.models.gguf_cache import load_gguf
         from anomaly_probe.models.smollm2 import find_gguf

@@ -108,7 +108,9 @@ class Session:
         Which unit plays which role; starts with the baseline/method pair of every length.
     """
 
-    def __init__(self, config: RunConfig, run_dir: Path) -> None:
+    def __init__(self, config: RunConfig, run_dir: Path, loaded=None) -> None:
+        """``loaded``: an already loaded :class:`~anomaly_probe.models.loading.LoadedModel` of ``config``'s
+        model, device, dtype and trained context (a sweep reuses one load for many runs); None loads it."""
         from anomaly_probe.models import load_model
         from anomaly_probe.text import read_text, samples, tokenize
 
@@ -119,8 +121,8 @@ class Session:
         self.dtype = resolve_dtype(config.dtype, self.device)
         text = read_text(config.text)  # before the model: a bad file fails fast
         torch.manual_seed(config.seed)
-        self.loaded = load_model(config.model, device=self.device, dtype=self.dtype,
-                                 trained_context=config.trained_context, seed=config.seed)
+        self.loaded = loaded or load_model(config.model, device=self.device, dtype=self.dtype,
+                                           trained_context=config.trained_context, seed=config.seed)
         self.ids = tokenize(self.loaded.tokenizer, text)
         longest = max(config.max_tokens)
         samples(self.ids, longest, config.num_samples)  # fails with the token count if too short
@@ -239,7 +241,7 @@ class Session:
         return Results(
             status=self.status, environment=self.environment, config=self.config.to_dict(),
             model={"spec": lm.spec, "source": lm.source, "arch": lm.arch, "trained_context": lm.trained_context,
-                   "num_layers": lm.num_layers},
+                   "num_layers": lm.num_layers, "num_parameters": lm.num_parameters},
             method=self.method.describe() | {"label": self.method.label()},
             runs=self.runs, comparisons=self.comparisons, verdicts=self.verdicts, headline=self.headline,
             failures=self.failures, inputs=self.inputs,

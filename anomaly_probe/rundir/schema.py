@@ -11,7 +11,7 @@ Schema (version 1), every top-level key::
                         platform, device, dtype, files, notes, argv
     config              run: the resolved RunConfig; import: ``command: "import"``, the files, columns and
                         model facts it was given
-    model               spec, source, arch, trained_context, num_layers
+    model               spec, source, arch, trained_context, num_layers, num_parameters (run)
     method              the method under test: CacheMethod.describe() plus ``label``
     runs[]              :class:`~anomaly_probe.rundir.records.UnitRecord`, one per scored unit
                         (tokens/<key>.npz holds nll, correct, query_pos, n_keys)
