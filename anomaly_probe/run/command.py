@@ -39,14 +39,15 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace, given: dict) -> int:
-    from anomaly_probe.console import comparisons_table, console, err_console, runs_table, verdicts_table
+    from anomaly_probe.console import (comparisons_table, console, err_console, runs_table, safe, verdicts_table,
+                                       visible)
     from anomaly_probe.run.pipeline import run_pipeline
     from anomaly_probe.run.session import prepare_run_dir, validate_config
 
     saved = _saved_run(args.resume, given) if args.resume is not None else None
     if saved is not None and saved.status == "complete":
-        console.print(f"{saved.run_dir} holds a complete run: nothing to resume. Re-render its report with "
-                      f"`anomaly-probe report {saved.run_dir}`, or start a new run with another --out.",
+        console.print(f"{safe(saved.run_dir)} holds a complete run: nothing to resume. Re-render its report with "
+                      f"`anomaly-probe report {safe(saved.run_dir)}`, or start a new run with another --out.",
                       highlight=False, soft_wrap=True)
         return 0
     if saved is not None:
@@ -65,19 +66,19 @@ def _run(args: argparse.Namespace, given: dict) -> int:
         from anomaly_probe.run.resume import restore
 
         for note in restore(session, saved):
-            err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-        console.print(f"resuming {run_dir}: {len(session.runs)} finished unit(s) kept", highlight=False)
-    console.print(f"[bold]anomaly-probe[/] {session.loaded.spec} ({session.loaded.arch}, trained context "
+            err_console.print(visible(f"note: {note}"), markup=False, highlight=False, soft_wrap=True)
+        console.print(f"resuming {safe(run_dir)}: {len(session.runs)} finished unit(s) kept", highlight=False)
+    console.print(f"[bold]anomaly-probe[/] {safe(session.loaded.spec)} ({safe(session.loaded.arch)}, trained context "
                   f"{session.loaded.trained_context}) on {session.device.type}/{session.environment['dtype']}; "
-                  f"text {session.ids.numel()} tokens; run folder {run_dir}")
+                  f"text {session.ids.numel()} tokens; run folder {safe(run_dir)}")
     try:
         session.save()  # from here on the folder is resumable, even after a hard kill
         run_pipeline(session)
     except KeyboardInterrupt:
         session.status = "interrupted"
         session.save()
-        err_console.print(f"interrupted: {len(session.runs)} finished unit(s) are saved in {run_dir}; continue with "
-                          f"`anomaly-probe run --resume {run_dir}`", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(visible(f"interrupted: {len(session.runs)} finished unit(s) are saved in {run_dir}; "
+                                  f"continue with `anomaly-probe run --resume {run_dir}`"), markup=False, highlight=False, soft_wrap=True)
         return 130
     except Exception:
         session.status = "failed"
@@ -88,13 +89,13 @@ def _run(args: argparse.Namespace, given: dict) -> int:
     console.print(comparisons_table([c.to_dict() for c in session.comparisons]))
     if session.verdicts:
         console.print(verdicts_table([v.to_dict() for v in session.verdicts]))
-        console.print(f"[bold]headline:[/] {session.headline}", soft_wrap=True)
+        console.print(f"[bold]headline:[/] {safe(session.headline)}", soft_wrap=True)
     if session.failures:
         err_console.print(f"{len(session.failures)} unit(s) failed (see failures in results.json); the verdicts "
                           "that needed them are ERROR", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"results: {run_dir / 'results.json'}")
+    console.print(f"results: {safe(run_dir / 'results.json')}")
     if report is not None:
-        console.print(f"report: {report}")
+        console.print(f"report: {safe(report)}")
     return 0
 
 
@@ -129,14 +130,14 @@ def _saved_run(path: str, given: dict):
 
 def _write_run_report(run_dir: Path):
     """The run's report; a failure here is reported but does not fail the finished run."""
-    from anomaly_probe.console import err_console
+    from anomaly_probe.console import err_console, visible
     from anomaly_probe.reports import write_report
 
     try:
         return write_report(run_dir)
     except Exception as exc:  # noqa: BLE001 - results.json is saved; the report can be re-rendered
-        err_console.print(f"report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
-                          f"`anomaly-probe report {run_dir}`", markup=False, soft_wrap=True)
+        err_console.print(visible(f"report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
+                                  f"`anomaly-probe report {run_dir}`"), markup=False, soft_wrap=True)
         return None
 
 

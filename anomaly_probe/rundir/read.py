@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anomaly_probe.errors import UserError
-from anomaly_probe.rundir.schema import SCHEMA_VERSION, Results
+from anomaly_probe.rundir.schema import SCHEMA_VERSION, Results, validate
 
 
 @dataclass
@@ -56,7 +56,8 @@ def read(path: str | Path, *, resume: bool = False) -> RunFolder:
     ------
     UserError
         The folder is missing or a file, has no results.json, the file is not valid JSON or not an
-        object, or its ``schema_version`` is not :data:`SCHEMA_VERSION`.
+        object, its ``schema_version`` is not :data:`SCHEMA_VERSION`, or (``report``) a field has the
+        wrong type (:func:`~anomaly_probe.rundir.schema.validate`; ``--resume`` reads leniently).
     """
     run_dir = Path(path).expanduser()
     file = run_dir / "results.json"
@@ -77,6 +78,11 @@ def read(path: str | Path, *, resume: bool = False) -> RunFolder:
         raise UserError(say.not_object(data))
     if data.get("schema_version") != SCHEMA_VERSION:
         raise UserError(say.schema(data.get("schema_version")))
+    if not resume:
+        try:
+            validate(data)
+        except ValueError as exc:
+            raise UserError(f"{str(file)!r}: {exc} (was the file edited by hand or by another tool?)") from None
     return RunFolder(run_dir, data)
 
 
