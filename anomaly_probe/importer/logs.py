@@ -162,12 +162,15 @@ def _by_sample(path: str, columns: dict, buf: dict, ids: dict[str, int], memory_
         order = np.lexsort((pos, code))  # (N,): by sample code (= first appearance), then position
         bounds = np.searchsorted(code[order], np.arange(len(ids) + 1))
         del code
+    elif pos.size < 2 or bool(np.all(pos[1:] > pos[:-1])):  # one sample, already in order: no copy at all
+        order = slice(None)
+        bounds = np.array([0, 1])
     else:
         order = np.argsort(pos, kind="stable")
         bounds = np.array([0, pos.size])
     samples = []
     for (sid, k) in ids.items():
-        idx = order[bounds[k]:bounds[k + 1]]
+        idx = order if isinstance(order, slice) else order[bounds[k]:bounds[k + 1]]
         p = pos[idx]
         if p.size > 1 and (dup := np.flatnonzero(np.diff(p) == 0)).size:
             hint = " (several samples? name the sample column with --sample-col)" if columns["sample"] is None else ""
@@ -177,7 +180,7 @@ def _by_sample(path: str, columns: dict, buf: dict, ids: dict[str, int], memory_
         arrays = {f: np.frombuffer(buf[f], dtype=np.float64)[idx] if f in buf else None
                   for f in ("nll", "memory", "latency", "correct")}
         if arrays["memory"] is not None:
-            arrays["memory"] *= memory_scale
+            arrays["memory"] = arrays["memory"] * memory_scale
         if arrays["latency"] is not None and running_clock and _cumulative(arrays["latency"]):
             arrays["latency"] = np.concatenate([[np.nan], np.diff(arrays["latency"])])
             notes.append(f"{path}: latency column {columns['latency']!r} never decreases in sample {sid!r}: read as a "
