@@ -146,3 +146,18 @@ def test_reading_streams_within_3x_the_arrays(tmp_path, layout):
     arrays = sum(s.position.nbytes + s.nll.nbytes for s in log.samples)
     assert sum(s.position.size for s in log.samples) == n
     assert peak < 3 * arrays + 2**20, (peak / arrays, layout)
+
+
+@pytest.mark.parametrize("column, value, words", [("memory", "-5", ("memory", "-5 bytes")),
+                                                  ("memory", "1e308", ("memory", "--memory-unit")),
+                                                  ("latency", "-0.5", ("latency", "seconds")),
+                                                  ("latency", "1e300", ("latency", "seconds"))])
+def test_implausible_memory_and_latency_refused(tmp_path, column, value, words):
+    p = tmp_path / "m.csv"
+    p.write_text(f"position,nll,{column}\n" + "".join(f"{i},1.5,{value if i == 8 else 10 + i}\n" for i in range(40)))
+    refused(tmp_path, p, "line 10", *words)
+    ok = tmp_path / "ok.csv"  # empty and non-finite cells are missing values, not errors
+    ok.write_text(f"position,nll,{column}\n" + "".join(f"{i},1.5,{'' if i == 8 else 'nan' if i == 9 else 10 + i}\n"
+                                                       for i in range(40)))
+    code, err = run(["import", "--baseline", ok, "--method", ok, "--out", tmp_path / "o2"])
+    assert code == 0, err

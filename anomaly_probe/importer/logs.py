@@ -19,7 +19,8 @@ Plausibility (every value is checked where it is read, the message names the fil
 * true/false (JSON or text) is a number only in the ``correct`` column.
 * Position: a whole number with ``0 <= position < 2**53`` (:data:`MAX_POSITION`: exact in float64,
   which the judges and figures use).
-* Memory and latency: a non-finite or empty cell is read as missing (NaN).
+* Memory and latency: a non-finite or empty cell is read as missing (NaN); otherwise memory is in
+  ``[0, 2**64)`` bytes and latency in ``[0, 1e13)`` seconds (:data:`OPTIONAL_BOUNDS`).
 * A column named twice in a header (or a key twice in a JSON object) is refused.
 """
 
@@ -43,6 +44,10 @@ NLL_BOUND_NATS = 50.0
 MAX_POSITION = 2**53
 """Positions are below this (exact in float64)."""
 FIELDS = ("sample", "position", "nll", "memory", "latency", "correct")
+OPTIONAL_BOUNDS = {"memory": (0.0, 2.0**64, "bytes"), "latency": (0.0, 1e13, "seconds")}
+"""Plausible ranges ``[low, high)`` of the optional columns (memory after ``--memory-unit``). Latency is
+wide because a running clock may be a Unix time stamp (1.7e9 s, 1.7e12 when written in ms); the bound
+keeps absurd values (1e300) out of the statistics, whose squares would overflow."""
 
 
 @dataclass
@@ -145,7 +150,10 @@ def assemble(path: str, kind: str, columns: dict, rows: Rows, memory_scale: floa
         buf["position"].append(pos)
         buf["nll"].append(_nll(values[at["nll"]], nll_col, path, line))
         for f in optional:
-            buf[f].append(_number(values[at[f]], columns[f], path, line, required=False, truth=f == "correct"))
+            x = _number(values[at[f]], columns[f], path, line, required=False, truth=f == "correct")
+            if f in OPTIONAL_BOUNDS:
+                _in_bounds(x * (memory_scale if f == "memory" else 1.0), f, columns[f], path, line)
+            buf[f].append(x)
     if not n:
         raise UserError(f"{path!r} is empty (no data rows)")
     notes = [f"{path}: no position column; row order within each sample is the token index"] if pos_col is None else []
@@ -217,6 +225,14 @@ def _nll(value, col: str, path: str, line: int) -> float:
                         f"of {NLL_BOUND_NATS:g} nats per token (p = 2e-22); is the column a sum over tokens, a "
                         "perplexity, or in bits?")
     return nll
+
+
+def _in_bounds(x: float, field: str, col: str, path: str, line: int) -> None:
+    """``x`` (NaN: missing, allowed) within :data:`OPTIONAL_BOUNDS` of ``field``."""
+    low, high, unit = OPTIONAL_BOUNDS[field]
+    if not (math.isnan(x) or low <= x < high):
+        raise UserError(f"{path!r} line {line}: {field} column {col!r} gives {x:g} {unit}, outside the plausible "
+                        f"range {low:g}..{high:g} {unit}" + (" (check --memory-unit)" if field == "memory" else ""))
 
 
 def _position(value, col: str, path: str, line: int, shift: int) -> int:
