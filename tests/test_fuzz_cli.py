@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -288,8 +289,8 @@ def test_fuzz_import_reader(ws, base, meth, extra):
 
 
 # ---------------------------------------------------------------------------------------------- results.json
-OTHER_TYPES = {"null": None, "bool": True, "int": 7, "negative": -3, "float": 2.5, "huge": 1e308, "str": "x[/]\x1b]52;c;AA\x07",
-               "list": [1, "a"], "dict": {"a": [None]}}
+OTHER_TYPES = {"null": None, "bool": True, "int": 7, "negative": -3, "float": 2.5, "huge": 1e308,
+               "str": "x[/]\x1b]52;c;AA\x07", "list": [1, "a"], "dict": {"a": [None]}}
 """A value of each JSON type (and two numbers a type check alone misses) put in place of a field."""
 
 
@@ -350,17 +351,14 @@ def test_fuzz_results_json_types(ws, saved_runs, monkeypatch, which):
     drawn. ``ANOMALY_PROBE_FUZZ_SCALE`` > 1 tries every other type at every field (else two per field)."""
     from anomaly_probe.reports.render import Rendered
 
-    monkeypatch.setattr("anomaly_probe.reports.write.render_figures",
-                        lambda report, out_dir, prefix="": {f.id: Rendered(error="not drawn") for f in report.figures()})
+    def not_drawn(report, out_dir, prefix=""):
+        return {f.id: Rendered(error="not drawn") for f in report.figures()}
+
+    monkeypatch.setattr("anomaly_probe.reports.write.render_figures", not_drawn)
     src = saved_runs[which]
     data = json.loads((src / "results.json").read_text())
     folder = ws / f"fuzzed-{which}"
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    import shutil
-
+    shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(src, folder)
     names = sorted(OTHER_TYPES)
     failures, cases = [], 0

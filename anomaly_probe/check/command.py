@@ -33,12 +33,13 @@ def run_check(args: argparse.Namespace) -> int:
     scorer = ScorerSuite(load_scorer(options.scorer), options.scorer) if options.scorer else None
     checks = selected(all_checks(method, scorer), options.only)  # bad --only fails before the model loads
     ctx = CheckContext(options)
-    console.print(f"[bold]anomaly-probe check[/] {safe(ctx.loaded.spec)} ({safe(ctx.loaded.arch)}) on {ctx.device.type}/"
+    console.print(f"[bold]anomaly-probe check[/] {safe(ctx.loaded.spec)} ({safe(ctx.loaded.arch)}) on "
+                  f"{ctx.device.type}/"
                   f"{ctx.dtype_name}; {options.num_samples} samples x {options.max_tokens} tokens; method "
                   f"{method.label()}; tolerance {ctx.tolerance:.0e} nats"
                   + (f"; scorer {safe(options.scorer)}" if options.scorer else ""), highlight=False)
     with console.status("running checks") as status:
-        results = run_suite(ctx, checks, on_result=lambda r: status.update(f"done: {r.name} ({r.status})"))
+        results = run_suite(ctx, checks, on_result=lambda r: status.update(f"done: {safe(r.name)} ({r.status})"))
     console.print(results_table(results))
     console.print(f"[bold]{summary_line(results)}[/]", highlight=False)
     model = {"spec": ctx.loaded.spec, "source": ctx.loaded.source, "arch": ctx.loaded.arch,

@@ -48,7 +48,8 @@ def run_export(args: argparse.Namespace) -> int:
         write_unit(path, data, run, arrays)
         written[str(run.get("key"))] = path
     if skipped:
-        err_console.print(f"skipped {len(skipped)} unit(s) without a readable tokens file: {visible(', '.join(skipped[:5]))}"
+        err_console.print(f"skipped {len(skipped)} unit(s) without a readable tokens file: "
+                          f"{visible(', '.join(skipped[:5]))}"
                           + (" ..." if len(skipped) > 5 else ""), markup=False, highlight=False, soft_wrap=True)
     if not written:
         raise UserError(f"{str(data.run_dir)!r}: no run has a readable tokens file; nothing exported")

@@ -78,7 +78,8 @@ def _run(args: argparse.Namespace, given: dict) -> int:
         session.status = "interrupted"
         session.save()
         err_console.print(visible(f"interrupted: {len(session.runs)} finished unit(s) are saved in {run_dir}; "
-                                  f"continue with `anomaly-probe run --resume {run_dir}`"), markup=False, highlight=False, soft_wrap=True)
+                                  f"continue with `anomaly-probe run --resume {run_dir}`"), markup=False, highlight=False,
+                          soft_wrap=True)
         return 130
     except Exception:
         session.status = "failed"
