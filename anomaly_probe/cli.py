@@ -329,9 +329,9 @@ def _remove_if_empty(path) -> None:
 
 def _one_line(message: str) -> str:
     """Control characters and line breaks (from a file's column names, a path...) escaped: one line."""
-    import re
+    from anomaly_probe.console import visible
 
-    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]", lambda m: ascii(m.group())[1:-1], message)
+    return visible(message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("ANOMALY_PROBE_DEBUG"):
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        err_console.print(f"internal error: {type(exc).__name__}: {msg[:300]} "
+        err_console.print(f"internal error: {type(exc).__name__}: {_one_line(msg[:300])} "
                           "(set ANOMALY_PROBE_DEBUG=1 for a traceback)", markup=False, soft_wrap=True)
         return 1
 

@@ -1,7 +1,14 @@
-"""Rich console output: progress bars with ETA and the summary tables."""
+"""Rich console output: progress bars with ETA, the summary tables, and :func:`safe` for user strings.
+
+Every string a user or a file supplied (paths, labels, model names, strings read from results.json or a
+log, exception messages from scorers) goes through :func:`safe` before it reaches a terminal: rich
+markup in it is escaped (``--out 'x[/]y'`` prints ``x[/]y``) and control characters are shown as
+escapes (an OSC 8 hyperlink or OSC 52 clipboard write in a file prints as ``\\x1b]52;...``).
+"""
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -48,6 +55,25 @@ def outer_progress(progress: Progress) -> Iterator[Progress]:
             _OUTER.pop()
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""C0/C1 control characters (ESC, BEL, CR, line breaks...), Unicode line separators and bidirectional
+overrides: what can move the cursor, talk to the terminal, or make text read differently than it is."""
+
+
+def visible(text: object) -> str:
+    """``text`` on one line with every control character written as its Python escape (``\\x1b``,
+    ``\\n``, ``\\u202e``); for output printed with markup off."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], str(text))
+
+
+def safe(text: object) -> str:
+    """A user-supplied string ready for a rich markup string: control characters made :func:`visible`,
+    rich markup escaped (``[red]`` prints as ``[red]``, ``[/]`` cannot close a style)."""
+    from rich.markup import escape
+
+    return escape(visible(text))
+
+
 @contextmanager
 def progress_bars(total_tokens: int) -> Iterator[tuple[Progress, int]]:
     """An overall bar (tokens, with ETA); per-unit bars are added by the runner."""
@@ -77,7 +103,7 @@ def runs_table(runs: list[dict]) -> Table:
                 "peak RSS (MiB)"):
         table.add_column(col, justify="right" if col not in ("method", "engine", "dtype") else "left")
     for r in runs:
-        table.add_row(str(r["max_tokens"]), str(r["sample"]), r["label"], r["engine"], r["dtype"],
+        table.add_row(str(r["max_tokens"]), str(r["sample"]), safe(r["label"]), safe(r["engine"]), safe(r["dtype"]),
                       str(r["tokens_scored"]), _fmt(r["ppl"], ".3f"), _fmt(r["nll_mean"], ".4f"),
                       _fmt(100 * r["acc"], ".2f") + "%", _fmt(r["tok_per_s"], ".1f"),
                       _fmt(r["peak_rss_bytes"] / 2**20, ".0f"))
@@ -90,7 +116,7 @@ def comparisons_table(comparisons: list[dict]) -> Table:
                 "Acc diff (pp)"):
         table.add_column(col, justify="right" if col not in ("baseline", "method") else "left")
     for c in comparisons:
-        table.add_row(str(c["max_tokens"]), str(c["num_samples"]), c["baseline"], c["method"],
+        table.add_row(str(c["max_tokens"]), str(c["num_samples"]), safe(c["baseline"]), safe(c["method"]),
                       _fmt(c["baseline_ppl"], ".3f"), _fmt(c["method_ppl"], ".3f"), _fmt(c["nll_gap_mean"], "+.4f"),
                       _fmt(100 * c["acc_diff"], "+.2f"))
     return table

@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -285,3 +286,97 @@ def test_fuzz_import_reader(ws, base, meth, extra):
     for flag, value in extra:
         argv += _flag_args(ws, flag, value)
     run_main(argv)
+
+
+# ---------------------------------------------------------------------------------------------- results.json
+OTHER_TYPES = {"null": None, "bool": True, "int": 7, "negative": -3, "float": 2.5, "huge": 1e308,
+               "str": "x[/]\x1b]52;c;AA\x07", "list": [1, "a"], "dict": {"a": [None]}}
+"""A value of each JSON type (and two numbers a type check alone misses) put in place of a field."""
+
+
+def _type_of(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "int" if isinstance(value, int) else "float"
+    return {str: "str", list: "list", dict: "dict"}[type(value)]
+
+
+def _field_paths(data) -> list[tuple]:
+    """One path per field of ``data``: list entries count once per pattern (``runs[*].nll_mean``), at the
+    first entry that has it."""
+    seen: dict[str, tuple] = {}
+
+    def walk(x, path: tuple, pattern: str) -> None:
+        if path:
+            seen.setdefault(pattern, path)
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, path + (k,), f"{pattern}.{k}")
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                walk(v, path + (i,), f"{pattern}[*]")
+
+    walk(data, (), "")
+    return list(seen.values())
+
+
+def _replaced(data, path: tuple, value):
+    out = json.loads(json.dumps(data))
+    node = out
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def saved_runs(ws):
+    """results.json of a tiny run with verdicts (every section a run writes) and of an import."""
+    run, imported = ws / "typed-run", ws / "typed-import"
+    with _quiet():
+        assert main(["run", "--model", "tiny-neox", "--hypothesis", "numerics", "sinks", "handling", "eval-bias",
+                     "--max-tokens", "24", "--recent-size", "8", "--out", str(run)]) == 0
+        assert main(["import", "--baseline", str(ws / "good.csv"), "--method", str(ws / "good2.csv"),
+                     "--out", str(imported)]) == 0
+    return {"run": run, "import": imported}
+
+
+@pytest.mark.parametrize("which", ["run", "import"])
+def test_fuzz_results_json_types(ws, saved_runs, monkeypatch, which):
+    """Every field of a saved results.json replaced by values of other types: ``report`` renders it or ends
+    in ``error:`` lines, never a traceback or an internal error. Figures are built (their specs) but not
+    drawn. ``ANOMALY_PROBE_FUZZ_SCALE`` > 1 tries every other type at every field (else two per field)."""
+    from anomaly_probe.reports.render import Rendered
+
+    def not_drawn(report, out_dir, prefix=""):
+        return {f.id: Rendered(error="not drawn") for f in report.figures()}
+
+    monkeypatch.setattr("anomaly_probe.reports.write.render_figures", not_drawn)
+    src = saved_runs[which]
+    data = json.loads((src / "results.json").read_text())
+    folder = ws / f"fuzzed-{which}"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(src, folder)
+    names = sorted(OTHER_TYPES)
+    failures, cases = [], 0
+    for n, path in enumerate(_field_paths(data)):
+        node = data
+        for p in path:
+            node = node[p]
+        others = [k for k in names if k != _type_of(node)]
+        picked = others if SCALE > 1 else [others[n % len(others)], others[(n + 3) % len(others)]]
+        for kind in picked:
+            (folder / "results.json").write_text(json.dumps(_replaced(data, path, OTHER_TYPES[kind])))
+            with _quiet() as err:
+                code = main(["report", str(folder)])
+            cases += 1
+            text = err.getvalue()
+            lines = [line for line in text.splitlines() if line.strip()]
+            ok = code == 0 or (code == 2 and lines and all(line.startswith("error: ") for line in lines))
+            if not ok or "Traceback" in text or "internal error" in text:
+                failures.append(f"{'.'.join(map(str, path))} = {kind}: exit {code}: {text.strip()[:200]}")
+    assert cases > 100
+    assert not failures, f"{len(failures)} of {cases} cases:\n" + "\n".join(failures[:40])

@@ -172,7 +172,7 @@ def test_detection_rules(tmp_path):
     def det(name, text):
         p = tmp_path / name
         p.write_text(text)
-        return detect(str(p), text)
+        return detect(str(p))
 
     assert det("a.csv", "input_length,nll,ppl,overall_ppl,cuda_vram_allocated,latency\n1,2,7,7,0,0.1\n") \
         == "attention-sinks"

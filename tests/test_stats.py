@@ -53,3 +53,27 @@ def test_changepoint_at_the_planted_break():
     assert k == 64 and gain > 0.8
     k_flat, gain_flat = mean_shift_changepoint(rng.normal(0, 1, 94))
     assert gain_flat < 0.2
+
+
+def test_resampling_in_steps_gives_the_same_numbers(monkeypatch):
+    """resample_sums draws in steps of RESAMPLE_CHUNK (memory); the numbers must not depend on the step."""
+    import anomaly_probe.stats.bootstrap as bs
+
+    rng = np.random.default_rng(1)
+    blocks = bs.make_blocks([rng.normal(size=(n, 2)) for n in (3000, 5000, 700)], 16)
+    whole = bs.resample_sums(blocks, 300, seed=3)
+    monkeypatch.setattr(bs, "RESAMPLE_CHUNK", 1000)  # ~1 resample per step
+    stepped = bs.resample_sums(blocks, 300, seed=3)
+    assert np.array_equal(whole[0], stepped[0]) and np.array_equal(whole[1], stepped[1])
+
+
+def test_permutation_test_in_steps_gives_the_same_p_value(monkeypatch):
+    """changepoint_test permutes PERMUTATION_CHUNK values per step (memory); the p-value must not depend on it."""
+    import anomaly_probe.stats.changepoint as cp
+
+    rng = np.random.default_rng(2)
+    y = np.concatenate([rng.normal(0, 1, 150), rng.normal(0.3, 1, 50)])
+    whole = cp.changepoint_test(y, n_perm=499)
+    monkeypatch.setattr(cp, "PERMUTATION_CHUNK", 700)  # 3 orderings per step
+    assert cp.changepoint_test(y, n_perm=499) == whole
+    assert 0 < whole[2] < 1

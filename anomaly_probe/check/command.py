@@ -23,7 +23,7 @@ def run_check(args: argparse.Namespace) -> int:
     from anomaly_probe.check.scorer_checks import ScorerSuite
     from anomaly_probe.check.scorer_load import load_scorer
     from anomaly_probe.check.suite import all_checks, run_suite, selected
-    from anomaly_probe.console import console
+    from anomaly_probe.console import console, safe
     from anomaly_probe.rundir import write_json
 
     options = options_from_args(args)
@@ -33,12 +33,13 @@ def run_check(args: argparse.Namespace) -> int:
     scorer = ScorerSuite(load_scorer(options.scorer), options.scorer) if options.scorer else None
     checks = selected(all_checks(method, scorer), options.only)  # bad --only fails before the model loads
     ctx = CheckContext(options)
-    console.print(f"[bold]anomaly-probe check[/] {ctx.loaded.spec} ({ctx.loaded.arch}) on {ctx.device.type}/"
+    console.print(f"[bold]anomaly-probe check[/] {safe(ctx.loaded.spec)} ({safe(ctx.loaded.arch)}) on "
+                  f"{ctx.device.type}/"
                   f"{ctx.dtype_name}; {options.num_samples} samples x {options.max_tokens} tokens; method "
                   f"{method.label()}; tolerance {ctx.tolerance:.0e} nats"
-                  + (f"; scorer {options.scorer}" if options.scorer else ""), highlight=False)
+                  + (f"; scorer {safe(options.scorer)}" if options.scorer else ""), highlight=False)
     with console.status("running checks") as status:
-        results = run_suite(ctx, checks, on_result=lambda r: status.update(f"done: {r.name} ({r.status})"))
+        results = run_suite(ctx, checks, on_result=lambda r: status.update(f"done: {safe(r.name)} ({r.status})"))
     console.print(results_table(results))
     console.print(f"[bold]{summary_line(results)}[/]", highlight=False)
     model = {"spec": ctx.loaded.spec, "source": ctx.loaded.source, "arch": ctx.loaded.arch,
@@ -46,14 +47,14 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         _write(args.json, lambda p: write_json(p, json_payload(results, options.to_dict(), ctx.environment(), model,
                                                                 ctx.tolerance)))
-        console.print(f"json: {args.json}", highlight=False)
+        console.print(f"json: {safe(args.json)}", highlight=False)
     if args.junit:
         from anomaly_probe.check.junit import junit_xml
 
         props = {"model": ctx.loaded.spec, "device": ctx.device.type, "dtype": ctx.dtype_name,
                  "tolerance_nats": ctx.tolerance, "scorer": options.scorer or ""}
         _write(args.junit, lambda p: p.write_text(junit_xml(results, props), encoding="utf-8"))
-        console.print(f"junit: {args.junit}", highlight=False)
+        console.print(f"junit: {safe(args.junit)}", highlight=False)
     return exit_code(results)
 
 

@@ -20,8 +20,9 @@ def exit_code(results: list[CheckResult]) -> int:
 def results_table(results: list[CheckResult]):
     """A rich table: check, status (in the one status style of every command), observed value, bound, time and
     the one-line reason."""
-    from rich.markup import escape
     from rich.table import Table
+
+    from anomaly_probe.console import safe
 
     table = Table(title="anomaly-probe check", title_justify="left")
     for col, just in (("check", "left"), ("status", "left"), ("observed", "right"), ("bound", "right"),
@@ -29,8 +30,8 @@ def results_table(results: list[CheckResult]):
         table.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("reason", "check"),
                          ratio=3 if col == "reason" else None)
     for r in results:
-        table.add_row(r.name, styled(r.status), _num(r.observed), _num(r.threshold),
-                      f"{r.seconds:.1f}s", escape(r.reason))
+        table.add_row(safe(r.name), styled(r.status), _num(r.observed), _num(r.threshold),
+                      f"{r.seconds:.1f}s", safe(r.reason))
     return table
 
 

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Returns 0; a bad run folder or output folder is a UserError (one line, exit code 2)."""
-    from anomaly_probe.console import console, err_console
+    from anomaly_probe.console import console, err_console, safe, visible
     from anomaly_probe.reports.rundata import load_run
 
     data = load_run(args.run_dir)
@@ -48,14 +48,15 @@ def run_export(args: argparse.Namespace) -> int:
         write_unit(path, data, run, arrays)
         written[str(run.get("key"))] = path
     if skipped:
-        err_console.print(f"skipped {len(skipped)} unit(s) without a readable tokens file: {', '.join(skipped[:5])}"
+        err_console.print(f"skipped {len(skipped)} unit(s) without a readable tokens file: "
+                          f"{visible(', '.join(skipped[:5]))}"
                           + (" ..." if len(skipped) > 5 else ""), markup=False, highlight=False, soft_wrap=True)
     if not written:
         raise UserError(f"{str(data.run_dir)!r}: no run has a readable tokens file; nothing exported")
-    console.print(f"exported {len(written)} per-token log(s) to {out}", highlight=False)
+    console.print(f"exported {len(written)} per-token log(s) to {safe(out)}", highlight=False)
     suggestion = import_command(data, written)
     if suggestion:
-        console.print(f"re-import the baseline and method: {suggestion}", highlight=False, markup=False,
+        console.print(f"re-import the baseline and method: {visible(suggestion)}", highlight=False, markup=False,
                       soft_wrap=True)
     return 0
 

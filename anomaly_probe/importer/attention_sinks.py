@@ -21,7 +21,8 @@ import csv
 
 from anomaly_probe.errors import UserError
 from anomaly_probe.importer.columns import resolve_columns
-from anomaly_probe.importer.logs import TokenLog, assemble, memory_scale, rows_csv
+from anomaly_probe.importer.logs import TokenLog, assemble, memory_scale
+from anomaly_probe.importer.rows import csv_rows
 
 NAME = "attention-sinks"
 SIGNATURE = ("input_length", "nll", "overall_ppl")
@@ -44,26 +45,27 @@ def looks_like(first_line: str) -> bool:
     return all(c in header for c in SIGNATURE)
 
 
-def read_log(path: str, text: str, explicit: dict[str, str | None], memory_unit: str | None) -> TokenLog:
-    """Read a benchmark CSV; column flags override the layout's columns, ``memory_unit`` its GB.
+def read_log(path: str, explicit: dict[str, str | None], memory_unit: str | None) -> TokenLog:
+    """Read (streamed) a benchmark CSV; column flags override the layout's columns, ``memory_unit`` its GB.
 
     Raises
     ------
     UserError
         The header lacks the layout's columns, or any defect :func:`~anomaly_probe.importer.logs.assemble` finds.
     """
-    header, rows = rows_csv(text, path, ",")
+    rows = csv_rows(path, ",")
+    header = rows.header
     lower = {h.lower(): h for h in header}
     missing = [c for c in SIGNATURE if c not in lower]
     if missing:
         raise UserError(f"{path!r} is not an attention_sinks benchmark CSV: no column(s) {', '.join(missing)} "
                         f"(columns: {', '.join(header)}); pick another --format")
-    if not rows:
+    if rows.first is None:
         raise UserError(f"{path!r} is empty (no data rows)")
     mem = next((lower[c] for c in MEMORY_COLUMNS if c in lower), None)
     defaults = {"nll": lower["nll"], "position": lower["input_length"], "sample": lower.get("data_idx"),
                 "memory": mem, "latency": lower.get("latency")}
-    columns = resolve_columns(header, rows[0][1], {k: explicit.get(k) or defaults.get(k) for k in explicit},
+    columns = resolve_columns(header, rows.first, {k: explicit.get(k) or defaults.get(k) for k in explicit},
                               repr(path))
     shift = -1 if columns["position"] == lower["input_length"] else 0
     unit = memory_unit if memory_unit is not None else (MEMORY_UNIT if columns["memory"] == mem else "B")

@@ -10,7 +10,7 @@ from anomaly_probe.errors import UserError
 
 def run_import(args: argparse.Namespace) -> int:
     """Returns 0; every problem with the input is a UserError (one line, exit code 2)."""
-    from anomaly_probe.console import console
+    from anomaly_probe.console import console, safe, visible
     from anomaly_probe.importer.context import trained_context
     from anomaly_probe.importer.formats import read_role
     from anomaly_probe.importer.ours import stated_trained_context
@@ -36,13 +36,14 @@ def run_import(args: argparse.Namespace) -> int:
     run_dir = prepare_dir(args.out)
     L = max_tokens_of(pairs)
     console.print(f"[bold]anomaly-probe import[/] {len(pairs)} sample(s), {sum(p.n for p in pairs)} tokens per log; "
-                  f"baseline {logs['baseline'].path} ({logs['baseline'].format}), method {logs['method'].path} "
-                  f"({logs['method'].format}; {label}); trained context "
-                  f"{tc if tc is not None else 'unknown'} ({tc_source}); run folder {run_dir}", highlight=False)
+                  f"baseline {safe(logs['baseline'].path)} ({logs['baseline'].format}), method "
+                  f"{safe(logs['method'].path)} ({logs['method'].format}; {safe(label)}); trained context "
+                  f"{tc if tc is not None else 'unknown'} ({safe(tc_source)}); run folder {safe(run_dir)}",
+                  highlight=False)
     for note in logs["baseline"].notes + logs["method"].notes:
-        console.print(f"note: {note}", highlight=False, markup=False)
+        console.print(visible(f"note: {note}"), highlight=False, markup=False)
     if alignment["dropped"]:
-        console.print(f"aligned: {alignment['note']}", highlight=False, markup=False, soft_wrap=True)
+        console.print(visible(f"aligned: {alignment['note']}"), highlight=False, markup=False, soft_wrap=True)
     verdicts = judge_all(pairs, tc, th, L)
     sources = {role: _one_or_list(paths) for role, paths in files.items()}
     runs = build_runs(run_dir, pairs, label, {role: logs[role].path for role in files})
@@ -60,7 +61,7 @@ def run_import(args: argparse.Namespace) -> int:
         alignment=alignment, analysis_regions=analysis_regions(pairs, verdicts, L),
     ))
     _report(run_dir, console)
-    console.print(f"results: {run_dir / 'results.json'}", highlight=False)
+    console.print(f"results: {safe(run_dir / 'results.json')}", highlight=False)
     return 0
 
 
@@ -85,12 +86,12 @@ def _one_or_list(paths: list[str]):
 
 def _report(run_dir: Path, console) -> None:
     """The report and console summary; a failure is reported but does not fail the saved import."""
-    from anomaly_probe.console import err_console
+    from anomaly_probe.console import err_console, visible
     from anomaly_probe.reports import write_report
 
     try:
         write_report(run_dir, console=console)
     except Exception as exc:  # noqa: BLE001 - results.json is saved; the report can be re-rendered
-        err_console.print(f"report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
-                          f"`anomaly-probe report {run_dir}`", markup=False, soft_wrap=True)
+        err_console.print(visible(f"report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
+                                  f"`anomaly-probe report {run_dir}`"), markup=False, soft_wrap=True)
 

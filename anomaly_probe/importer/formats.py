@@ -10,6 +10,7 @@ Detection (``--format auto``), first rule that fits wins:
 4. extension ``.txt``, ``.log`` or none, every non-empty line one number: ``streaming-llm`` (its log.txt).
 
 ``--format NAME`` skips detection; a file that does not fit the forced layout is a UserError.
+Detection reads the first line (rule 4: every line, streamed); no file is read whole.
 """
 
 from __future__ import annotations
@@ -18,24 +19,25 @@ from pathlib import Path
 
 from anomaly_probe.errors import UserError
 from anomaly_probe.importer import attention_sinks, ours, streaming_llm
-from anomaly_probe.importer.logs import EXTENSIONS, TokenLog, memory_scale, read_table, read_text
+from anomaly_probe.importer.logs import EXTENSIONS, TokenLog, memory_scale, read_table
+from anomaly_probe.importer.rows import first_line
 
 GENERIC = ("csv", "tsv", "jsonl")
 FORMATS = (ours.NAME, attention_sinks.NAME, streaming_llm.NAME, *GENERIC)
 FORMAT_CHOICES = ("auto", *FORMATS)
 
 
-def detect(path: str, text: str) -> str:
-    """The layout of ``path`` (whose content is ``text``) by the rules in the module docstring.
+def detect(path: str) -> str:
+    """The layout of the file ``path`` by the rules in the module docstring.
 
     Raises
     ------
     UserError
         An empty file, or one no rule recognises.
     """
-    if not text.strip():
+    first = first_line(path)
+    if first is None:
         raise UserError(f"{path!r} is empty")
-    first = next(line for line in text.splitlines() if line.strip()).strip()
     suffix = Path(path).suffix.lower()
     if ours.looks_like(first):
         return ours.NAME
@@ -44,7 +46,7 @@ def detect(path: str, text: str) -> str:
     if suffix in EXTENSIONS:
         return EXTENSIONS[suffix]
     if suffix in streaming_llm.SUFFIXES:
-        bad = streaming_llm.first_bad_line(text)
+        bad = streaming_llm.first_bad_line(path)
         if bad is None:
             return streaming_llm.NAME
         raise UserError(f"{path!r}: not a streaming-llm log.txt (line {bad[0]} {bad[1][:40]!r} is not one number) "
@@ -68,17 +70,16 @@ def read_one(path: str, fmt: str, explicit: dict[str, str | None], memory_unit: 
     if fmt not in FORMAT_CHOICES:
         raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMAT_CHOICES)}")
     memory_scale(memory_unit)  # a bad unit is an error whatever the layout
-    text = read_text(path)
-    if not text.strip():
+    if first_line(path) is None:
         raise UserError(f"{path!r} is empty")
-    kind = detect(path, text) if fmt == "auto" else fmt
+    kind = detect(path) if fmt == "auto" else fmt
     if kind == ours.NAME:
-        return ours.read_log(path, text, explicit)
+        return ours.read_log(path, explicit)
     if kind == attention_sinks.NAME:
-        return attention_sinks.read_log(path, text, explicit, memory_unit)
+        return attention_sinks.read_log(path, explicit, memory_unit)
     if kind == streaming_llm.NAME:
-        return streaming_llm.read_log(path, text, explicit)
-    return read_table(path, text, kind, explicit, memory_scale(memory_unit))
+        return streaming_llm.read_log(path, explicit)
+    return read_table(path, kind, explicit, memory_scale(memory_unit))
 
 
 def read_role(paths: list[str], fmt: str, explicit: dict[str, str | None], memory_unit: str | None) -> TokenLog:

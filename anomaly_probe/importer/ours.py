@@ -24,7 +24,8 @@ import numpy as np
 
 from anomaly_probe.errors import UserError
 from anomaly_probe.importer.columns import resolve_columns
-from anomaly_probe.importer.logs import TokenLog, assemble, rows_csv
+from anomaly_probe.importer.logs import TokenLog, assemble
+from anomaly_probe.importer.rows import csv_rows, first_line
 
 NAME = "ours"
 MAGIC = "# anomaly-probe per-token log v"
@@ -68,8 +69,8 @@ def write_log(path: Path, meta: dict, sample_id: str, position: np.ndarray, nll:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def read_log(path: str, text: str, explicit: dict[str, str | None]) -> TokenLog:
-    """Read a file whose first line is our header.
+def read_log(path: str, explicit: dict[str, str | None]) -> TokenLog:
+    """Read (streamed) a file whose first line is our header.
 
     Raises
     ------
@@ -77,8 +78,7 @@ def read_log(path: str, text: str, explicit: dict[str, str | None]) -> TokenLog:
         The first line is not our header, another version, malformed JSON, a required column missing,
         or any defect :func:`~anomaly_probe.importer.logs.assemble` finds.
     """
-    first, _, rest = text.lstrip("\n").partition("\n")
-    m = _FIRST.match(first.strip())
+    m = _FIRST.match(first_line(path) or "")
     if m is None:
         raise UserError(f"{path!r} is not an anomaly-probe per-token log (its first line is not "
                         f"'{MAGIC}{VERSION} {{...}}'); pick another --format")
@@ -90,8 +90,9 @@ def read_log(path: str, text: str, explicit: dict[str, str | None]) -> TokenLog:
         raise UserError(f"{path!r} line 1: the header's JSON is not valid ({exc.msg})") from None
     if not isinstance(meta, dict):
         raise UserError(f"{path!r} line 1: the header's JSON is not an object")
-    header, rows = rows_csv(rest, path, ",", first_line=2)
-    if not rows:
+    rows = csv_rows(path, ",", skip_first=True)
+    header = rows.header
+    if rows.first is None:
         raise UserError(f"{path!r} is empty (no data rows)")
     missing = [c for c in REQUIRED if c not in header]
     if missing:
@@ -99,7 +100,7 @@ def read_log(path: str, text: str, explicit: dict[str, str | None]) -> TokenLog:
                         f"(columns: {', '.join(header)})")
     defaults = {"sample": "sample", "position": "position", "nll": "nll",
                 "correct": "correct" if "correct" in header else None}
-    columns = resolve_columns(header, rows[0][1], {k: explicit.get(k) or defaults.get(k) for k in explicit},
+    columns = resolve_columns(header, rows.first, {k: explicit.get(k) or defaults.get(k) for k in explicit},
                               repr(path))
     shift = -1 if columns["position"] == "position" else 0
     log = assemble(path, NAME, columns, rows, 1.0, position_shift=shift, running_clock=False)

@@ -68,10 +68,13 @@ def align_logs(baseline: TokenLog, method: TokenLog) -> tuple[list[PairedSample]
         sm = by_role["method"].get(sid)
         if sm is None:
             continue
-        common, ib, im = np.intersect1d(sb.position, sm.position, assume_unique=True, return_indices=True)
+        if np.array_equal(sb.position, sm.position):  # the usual case: no index arrays, no copies
+            common, ib, im = sb.position, slice(None), slice(None)
+        else:
+            common, ib, im = np.intersect1d(sb.position, sm.position, assume_unique=True, return_indices=True)
         sides = {"baseline": (sb, ib, sm), "method": (sm, im, sb)}
         for role, (mine, keep, other) in sides.items():
-            lost = np.delete(mine.position, keep)
+            lost = mine.position[:0] if isinstance(keep, slice) else np.delete(mine.position, keep)
             if lost.size:
                 file = mine.path or logs[role].path
                 dropped.append(_dropped(file, role, sid, lost))
@@ -104,8 +107,8 @@ def align_logs(baseline: TokenLog, method: TokenLog) -> tuple[list[PairedSample]
                    "samples_only_in": only, "note": note}
 
 
-def _take(s: SampleLog, idx: np.ndarray) -> SampleLog:
-    """The entries ``idx`` of every array of ``s``."""
+def _take(s: SampleLog, idx: np.ndarray | slice) -> SampleLog:
+    """The entries ``idx`` of every array of ``s`` (a slice: views, no copy)."""
     pick = (lambda a: None if a is None else a[idx])  # noqa: E731
     return SampleLog(s.sample_id, s.position[idx], s.nll[idx], pick(s.memory), pick(s.latency), pick(s.correct),
                      s.path)

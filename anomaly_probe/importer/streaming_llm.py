@@ -12,17 +12,21 @@ as one sample, ``"0"``, and a note says so.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from anomaly_probe.errors import UserError
 from anomaly_probe.importer.logs import TokenLog, assemble
+from anomaly_probe.importer.rows import Rows, lines
 
 NAME = "streaming-llm"
 SUFFIXES = (".txt", ".log", "")
 """Extensions a log.txt may have when the format is recognised from its content."""
 
 
-def first_bad_line(text: str) -> tuple[int, str] | None:
-    """``(line number, text)`` of the first non-empty line that is not one number; None when all are."""
-    for n, line in enumerate(text.splitlines(), 1):
+def first_bad_line(path: str) -> tuple[int, str] | None:
+    """``(line number, text)`` of the first non-empty line of the file that is not one number; None when all
+    are (streamed)."""
+    for n, line in lines(path):
         s = line.strip()
         if not s:
             continue
@@ -33,13 +37,8 @@ def first_bad_line(text: str) -> tuple[int, str] | None:
     return None
 
 
-def looks_like(text: str) -> bool:
-    """True when every non-empty line is one number (and there is one)."""
-    return bool(text.strip()) and first_bad_line(text) is None
-
-
-def read_log(path: str, text: str, explicit: dict[str, str | None]) -> TokenLog:
-    """Read a log.txt: one NLL per line, position = line index among the non-empty lines.
+def read_log(path: str, explicit: dict[str, str | None]) -> TokenLog:
+    """Read (streamed) a log.txt: one NLL per line, position = line index among the non-empty lines.
 
     Raises
     ------
@@ -51,19 +50,23 @@ def read_log(path: str, text: str, explicit: dict[str, str | None]) -> TokenLog:
     if flags:
         raise UserError(f"{path!r} is a streaming-llm log.txt (one NLL per line, no columns): column flags "
                         f"({', '.join('--' + f for f in flags)} ...) do not apply; drop them or pick another --format")
-    if not text.strip():
-        raise UserError(f"{path!r} is empty (no NLL lines)")
-    bad = first_bad_line(text)
+    bad = first_bad_line(path)
     if bad is not None:
         raise UserError(f"{path!r} is not a streaming-llm log.txt (one NLL per line): line {bad[0]} {bad[1][:40]!r} is "
                         "not one number; pick another --format")
-    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    rows = [(n, {"nll": value, "position": str(k)}) for k, (n, value) in enumerate(lines)]
-    columns = {"nll": "nll", "position": "position", "sample": None, "memory": None, "latency": None, "correct": None}
-    log = assemble(path, NAME, columns, rows, 1.0, running_clock=False)
+    columns = {"nll": "nll", "position": None, "sample": None, "memory": None, "latency": None, "correct": None}
+    log = assemble(path, NAME, columns, Rows(["nll"], None, lambda names: _values(path)), 1.0, running_clock=False)
+    rows = log.rows
     log.columns = {k: ("line" if k == "nll" else None) for k in columns}
-    log.notes = [f"{path}: streaming-llm log.txt, {len(rows)} NLL line(s); line k scores token k+1 (position k); "
+    log.notes = [f"{path}: streaming-llm log.txt, {rows} NLL line(s); line k scores token k+1 (position k); "
                  "no sample boundaries are recorded, so the file is one sample (eval_long_ppl.py keeps the KV cache "
                  "across samples: the line index is the position in the stream the model saw)"]
     return log
 
+
+
+def _values(path: str) -> Iterator[tuple[int, list]]:
+    """``(line, [NLL text])`` per non-empty line; the position is the line's index among them."""
+    for n, line in lines(path):
+        if line.strip():
+            yield n, [line]

@@ -39,9 +39,16 @@ INHERITED = ("xlabel", "ylabel", "zlabel", "log_y")
 
 
 def render_png(spec: dict, colors: dict[str, str]) -> bytes:
-    """Draw ``spec`` with the report's colour map; returns PNG bytes (raises on a malformed spec)."""
+    """Draw ``spec`` with the report's colour map; returns PNG bytes (raises on a malformed spec).
+
+    Text in the spec (titles, labels, names from results.json) is drawn with its control characters
+    shown as escapes (``console.visible``): they have no glyph, and matplotlib's missing-glyph warning
+    would print them raw to the terminal.
+    """
     from matplotlib import rc_context
     from matplotlib.figure import Figure
+
+    spec = _visible_text(spec)
 
     panels = list(spec["panels"]) if spec.get("kind") == "panels" else [spec]
     if not panels:
@@ -66,6 +73,19 @@ def render_png(spec: dict, colors: dict[str, str]) -> bytes:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
+
+
+def _visible_text(value):
+    """``value`` with every string in it (nested in dicts and lists) passed through ``console.visible``."""
+    from anomaly_probe.console import visible
+
+    if isinstance(value, str):
+        return visible(value)
+    if isinstance(value, dict):
+        return {k: _visible_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_visible_text(v) for v in value]
+    return value
 
 
 def _legend_columns(labels, width_in: float) -> int:

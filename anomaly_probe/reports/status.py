@@ -42,9 +42,9 @@ STATUS_STYLES: dict[str, StatusStyle] = {
 
 def styled(status: str, text: str | None = None) -> str:
     """``text`` (default: the status in capitals) as rich markup in the status' style; markup in it is escaped."""
-    from rich.markup import escape
+    from anomaly_probe.console import safe
 
-    shown = escape(status.upper() if text is None else text)
+    shown = safe(status.upper() if text is None else text)
     style = STATUS_STYLES.get(status)
     return f"[{style.terminal}]{shown}[/]" if style else shown
 

@@ -48,9 +48,9 @@ def _header(name: str, columns: dict[str, str] | None) -> str | None:
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
+    from anomaly_probe.console import safe
 
-    return escape(text)
+    return safe(text)
 
 
 def print_summary(report: Report, rendered: dict[str, Rendered], html_path: Path, console) -> None:

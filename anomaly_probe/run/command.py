@@ -87,7 +87,8 @@ def _score(config, run_dir: Path, saved) -> int:
     :class:`~anomaly_probe.rundir.files.WriteError` (exit 1) naming the resume command, after setting
     ``status`` to ``failed`` where results.json can still be written.
     """
-    from anomaly_probe.console import comparisons_table, console, err_console, runs_table, verdicts_table
+    from anomaly_probe.console import (comparisons_table, console, err_console, runs_table, safe, verdicts_table,
+                                       visible)
     from anomaly_probe.rundir.files import WriteError
     from anomaly_probe.run.pipeline import run_pipeline
 
@@ -96,23 +97,25 @@ def _score(config, run_dir: Path, saved) -> int:
         from anomaly_probe.run.resume import restore
 
         for note in restore(session, saved):
-            err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-        console.print(f"resuming {run_dir}: {len(session.runs)} finished unit(s) kept", highlight=False, markup=False)
+            err_console.print(visible(f"note: {note}"), markup=False, highlight=False, soft_wrap=True)
+        console.print(visible(f"resuming {run_dir}: {len(session.runs)} finished unit(s) kept"), highlight=False,
+                      markup=False)
         failed = [f.key for f in saved.folder.results.failures]
         if failed:
-            console.print(f"retrying {len(failed)} failed unit(s): {', '.join(map(str, failed))}",
+            console.print(visible(f"retrying {len(failed)} failed unit(s): {', '.join(map(str, failed))}"),
                           highlight=False, markup=False, soft_wrap=True)
-    console.print(f"[bold]anomaly-probe[/] {session.loaded.spec} ({session.loaded.arch}, trained context "
+    console.print(f"[bold]anomaly-probe[/] {safe(session.loaded.spec)} ({safe(session.loaded.arch)}, trained context "
                   f"{session.loaded.trained_context}) on {session.device.type}/{session.environment['dtype']}; "
-                  f"text {session.ids.numel()} tokens; run folder {run_dir}")
+                  f"text {session.ids.numel()} tokens; run folder {safe(run_dir)}")
     try:
         session.save()  # from here on the folder is resumable, even after a hard kill
         run_pipeline(session)
     except KeyboardInterrupt:
         session.status = "interrupted"
         session.save()
-        err_console.print(f"interrupted: {len(session.runs)} finished unit(s) are saved in {run_dir}; continue with "
-                          f"`anomaly-probe run --resume {run_dir}`", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(visible(f"interrupted: {len(session.runs)} finished unit(s) are saved in {run_dir}; "
+                                  f"continue with `anomaly-probe run --resume {run_dir}`"), markup=False, highlight=False,
+                          soft_wrap=True)
         return 130
     except WriteError as exc:
         session.status = "failed"
@@ -134,14 +137,14 @@ def _score(config, run_dir: Path, saved) -> int:
     console.print(comparisons_table([c.to_dict() for c in session.comparisons]))
     if session.verdicts:
         console.print(verdicts_table([v.to_dict() for v in session.verdicts]))
-        console.print(f"[bold]headline:[/] {session.headline}", soft_wrap=True)
-    console.print(f"results: {run_dir / 'results.json'}")
+        console.print(f"[bold]headline:[/] {safe(session.headline)}", soft_wrap=True)
+    console.print(f"results: {safe(run_dir / 'results.json')}")
     if report is not None:
-        console.print(f"report: {report}")
+        console.print(f"report: {safe(report)}")
     if session.failures:
-        err_console.print(f"{len(session.failures)} unit(s) failed (see failures in results.json); the verdicts "
-                          f"that needed them are ERROR. Score them again with `anomaly-probe run --retry-failed "
-                          f"{run_dir}`", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(visible(f"{len(session.failures)} unit(s) failed (see failures in results.json); the verdicts "
+                                  f"that needed them are ERROR. Score them again with `anomaly-probe run --retry-failed "
+                                  f"{run_dir}`"), markup=False, highlight=False, soft_wrap=True)
         return 1
     return 0
 
@@ -177,12 +180,12 @@ def _saved_run(path: str, given: dict):
 
 def _write_run_report(run_dir: Path):
     """The run's report; a failure here is reported but does not fail the finished run."""
-    from anomaly_probe.console import err_console
+    from anomaly_probe.console import err_console, visible
     from anomaly_probe.reports import write_report
 
     try:
         return write_report(run_dir)
     except Exception as exc:  # noqa: BLE001 - results.json is saved; the report can be re-rendered
-        err_console.print(f"report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
-                          f"`anomaly-probe report {run_dir}`", markup=False, soft_wrap=True)
+        err_console.print(visible(f"report not written ({type(exc).__name__}: {str(exc)[:200]}); retry with "
+                                  f"`anomaly-probe report {run_dir}`"), markup=False, soft_wrap=True)
         return None

@@ -88,7 +88,9 @@ def run_units(session: Session, units: list[Unit]) -> dict[str, str]:
                                                 chunked=u.engine in CHUNKED_ENGINES)
                 session.failures.append(Failure(u.key, failed[u.key]))
                 session.save()
-                bars.console.print(f"failed: {u.key}: {failed[u.key]}", markup=False, highlight=False)
+                from anomaly_probe.console import visible
+
+                bars.console.print(visible(f"failed: {u.key}: {failed[u.key]}"), markup=False, highlight=False)
             if oom:  # outside the except block: its traceback no longer pins the failed forward's tensors
                 release_memory()
     return failed

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from anomaly_probe.errors import UserError
 from anomaly_probe.rundir.files import safe_rel
-from anomaly_probe.rundir.schema import SCHEMA_VERSION, Results
+from anomaly_probe.rundir.schema import SCHEMA_VERSION, Results, validate
 
 PATH_FIELDS = ("tokens_file", "trace_file")
 """Fields of a ``runs`` entry that name a file of the folder: relative, never absolute or with ``..``."""
@@ -60,8 +60,9 @@ def read(path: str | Path, *, resume: bool = False) -> RunFolder:
     ------
     UserError
         The folder is missing or a file, has no results.json, the file is not valid JSON or not an
-        object, its ``schema_version`` is not :data:`SCHEMA_VERSION`, or a run's file path is absolute or
-        contains ``..`` (:func:`unsafe_path`).
+        object, its ``schema_version`` is not :data:`SCHEMA_VERSION`, a run's file path is absolute or
+        contains ``..`` (:func:`unsafe_path`), or (``report``) a field has the wrong type
+        (:func:`~anomaly_probe.rundir.schema.validate`; ``--resume`` reads leniently).
     """
     run_dir = Path(path).expanduser()
     file = run_dir / "results.json"
@@ -85,6 +86,11 @@ def read(path: str | Path, *, resume: bool = False) -> RunFolder:
     bad = unsafe_path(data)
     if bad is not None:
         raise UserError(say.unsafe(*bad))
+    if not resume:
+        try:
+            validate(data)
+        except ValueError as exc:
+            raise UserError(f"{str(file)!r}: {exc} (was the file edited by hand or by another tool?)") from None
     return RunFolder(run_dir, data)
 
 

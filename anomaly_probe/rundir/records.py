@@ -4,12 +4,79 @@ Each record is a dataclass whose fields are the JSON keys, in the order they are
 gives the JSON object (optional fields only when set); ``from_dict`` reads one back. Keys a record
 does not know (written by a newer anomaly-probe) are kept in ``extra`` and written back unchanged, so
 reading and re-writing a folder never loses them. A new key is added as a field here, nowhere else.
+
+Types are checked on reading (:func:`check_types`): a field's value must fit the field's annotation
+(``int``: a whole number 0 <= n < 2**62, never a bool; ``float``: any number but a bool; ``str``,
+``dict``, ``list``, ``list[str]``; ``| None`` allows null), else ValueError naming the field. A
+hand-edited or corrupt file is thus refused in one line instead of failing deep in a report.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
+
+INT_LIMIT = 2**62
+"""Whole numbers in results.json (lengths, counts, sizes) are below this (numpy int64 holds them)."""
+
+
+def check_types(cls, data: dict, where: str) -> None:
+    """Check every field of dataclass ``cls`` that ``data`` holds against the field's annotation.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass whose annotations are strings such as ``"int | None"`` or ``"list[str]"``.
+    data : dict
+        The JSON object read for it.
+    where : str
+        The object's place in results.json for the message, e.g. ``runs[3]``.
+
+    Raises
+    ------
+    ValueError
+        ``where.field is a str ('x'); expected a whole number >= 0 or null``.
+    """
+    for f in fields(cls):
+        if f.name == "extra" or f.name not in data:
+            continue
+        options = [a.strip() for a in str(f.type).split("|")]
+        value = data[f.name]
+        if not any(_fits(option, value) for option in options):
+            wanted = " or ".join(_WORDS.get(o, o) for o in options)
+            raise ValueError(f"{where}.{f.name} is {describe(value)}; expected {wanted}")
+
+
+_WORDS = {"int": "a whole number >= 0", "float": "a number", "str": "a string", "dict": "an object",
+          "list": "a list", "list[str]": "a list of strings", "list[dict]": "a list of objects", "None": "null",
+          "bool": "true/false"}
+
+
+def _fits(option: str, value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    checks = {
+        "None": lambda: value is None,
+        "Any": lambda: True,
+        "bool": lambda: isinstance(value, bool),
+        "int": lambda: number and isinstance(value, int) and 0 <= value < INT_LIMIT,
+        "float": lambda: number and not (isinstance(value, float) and math.isinf(value)),
+        "str": lambda: isinstance(value, str),
+        "dict": lambda: isinstance(value, dict),
+        "list": lambda: isinstance(value, list),
+        "list[str]": lambda: isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "list[dict]": lambda: isinstance(value, list) and all(isinstance(v, dict) for v in value),
+    }
+    return checks[option]() if option in checks else True
+
+
+def describe(value: Any) -> str:
+    """A value's JSON type and a short excerpt, for messages: ``a str ('x')``, ``null``."""
+    if value is None:
+        return "null"
+    kind = {bool: "a bool", int: "a whole number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+    return f"{kind} ({str(value)[:30] if not isinstance(value, str) else repr(value[:30])})"
 
 
 class Record:
@@ -41,13 +108,15 @@ class Record:
         Raises
         ------
         ValueError
-            ``data`` is not an object, or misses a required key.
+            ``data`` is not an object, misses a required key, or a field has the wrong type
+            (:func:`check_types`).
         """
         if not isinstance(data, dict):
             raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
         missing = [k for k in cls.REQUIRED if data.get(k) is None]
         if missing:
             raise ValueError(f"{cls.__name__}: no {', '.join(missing)}")
+        check_types(cls, data, cls.__name__)
         known = {f.name for f in fields(cls) if f.name != "extra"}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in data.items() if k in known},  # type: ignore[call-arg]
                    extra={k: v for k, v in data.items() if k not in known})

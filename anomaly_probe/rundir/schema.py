@@ -28,6 +28,9 @@ Schema (version 1), every top-level key::
     alignment           import only: how the logs were aligned on their shared (sample, position) pairs
                         (tokens_kept, tokens_total, samples_kept, dropped[], samples_only_in, note)
 
+:func:`validate` checks the types of all of it (``report`` refuses a file that fails, naming the field);
+:meth:`Results.from_dict` is lenient (``run --resume`` drops a bad ``runs[]`` entry and scores it again).
+
 A run with NaN/inf NLL gets ``nonfinite`` (see :mod:`anomaly_probe.nonfinite`); its ``nll_mean`` and
 ``ppl`` are then null. The file is rewritten atomically after every finished unit, so it is always
 valid JSON. Keys this version does not know are kept (``extra``) and written back unchanged.
@@ -39,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anomaly_probe.rundir.comparison import Comparison
-from anomaly_probe.rundir.records import Failure, RoleEntry, UnitRecord
+from anomaly_probe.rundir.records import Failure, RoleEntry, UnitRecord, check_types, describe
+from anomaly_probe.stats.thresholds import Thresholds
 from anomaly_probe.verdict import Verdict
 
 SCHEMA_VERSION = 1
@@ -98,6 +102,8 @@ class Results:
             out = []
             for item in data.get(key) if isinstance(data.get(key), list) else []:
                 try:
+                    if record is Verdict and isinstance(item, dict):
+                        check_types(Verdict, item, "Verdict")
                     out.append(record.from_dict(item))
                 except (TypeError, ValueError):
                     continue
@@ -121,3 +127,65 @@ class Results:
             alignment=data.get("alignment") if isinstance(data.get("alignment"), dict) else None, extra={k: v for k, v in data.items() if k not in known},
             schema_version=data.get("schema_version", SCHEMA_VERSION),
         )
+
+
+_SECTIONS = {"environment": dict, "config": dict, "model": dict, "method": dict, "inputs": dict, "thresholds": dict,
+             "experiment_settings": dict, "alignment": dict, "status": str, "headline": str}
+_RECORDS = {"runs": UnitRecord, "comparisons": Comparison, "verdicts": Verdict, "failures": Failure, "roles": RoleEntry}
+_UNIT_INTERVAL = ("ci_level", "region_alpha")
+"""Thresholds that are probabilities, strictly between 0 and 1."""
+
+
+def validate(data: dict) -> None:
+    """Check the types of a parsed results.json (every record field, every section, the thresholds).
+
+    Keys this version does not know are not checked (they are kept as they are); optional sections may
+    be null.
+
+    Raises
+    ------
+    ValueError
+        The first problem, naming its place: ``runs[0].max_tokens is a number (2.5); expected a whole
+        number >= 0``.
+    """
+    for key, kind in _SECTIONS.items():
+        value = data.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise ValueError(f"{key} is {describe(value)}; expected {'an object' if kind is dict else 'a string'}")
+    for key, record in _RECORDS.items():
+        items = data.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise ValueError(f"{key} is {describe(items)}; expected a list")
+        for i, item in enumerate(items):
+            where = f"{key}[{i}]"
+            if not isinstance(item, dict):
+                raise ValueError(f"{where} is {describe(item)}; expected an object")
+            required = ("hypothesis", "status") if record is Verdict else record.REQUIRED
+            missing = [k for k in required if item.get(k) is None]
+            if missing:
+                raise ValueError(f"{where} has no {', '.join(missing)}")
+            check_types(record, item, where)
+    regions = data.get("analysis_regions")
+    if regions is not None and not (isinstance(regions, list) and all(isinstance(r, dict) for r in regions)):
+        raise ValueError(f"analysis_regions is {describe(regions)}; expected a list of objects")
+    if isinstance(data.get("thresholds"), dict):
+        _validate_thresholds(data["thresholds"])
+
+
+def _validate_thresholds(saved: dict) -> None:
+    """The decision thresholds: numbers of the field's kind, counts >= 1, probabilities in (0, 1)."""
+    check_types(Thresholds, {k: v for k, v in saved.items() if k != "tolerance_nats"}, "thresholds")
+    for name, value in saved.items():
+        if name in _UNIT_INTERVAL and isinstance(value, (int, float)) and not 0 < value < 1:
+            raise ValueError(f"thresholds.{name} is {value!r}; expected a number between 0 and 1")
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1 and name in _COUNTS:
+            raise ValueError(f"thresholds.{name} is {value!r}; expected a whole number >= 1")
+    tol = saved.get("tolerance_nats")
+    if tol is not None and not (isinstance(tol, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in tol.values())):
+        raise ValueError(f"thresholds.tolerance_nats is {describe(tol)}; expected an object of dtype -> nats >= 0")
+
+
+_COUNTS = ("block_tokens", "n_boot", "min_tokens", "min_blocks", "region_permutations")

@@ -70,6 +70,10 @@ def make_blocks(series: list[np.ndarray], block_tokens: int) -> Blocks:
     return Blocks(sums=sums, counts=counts)
 
 
+RESAMPLE_CHUNK = 2**21
+"""Block draws per step of :func:`resample_sums` (bounds its memory; the numbers do not depend on it)."""
+
+
 def resample_sums(blocks: Blocks, n_boot: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap totals.
 
@@ -85,13 +89,19 @@ def resample_sums(blocks: Blocks, n_boot: int, seed: int = 0) -> tuple[np.ndarra
     valid = blocks.counts > 0  # (S, B)
     nb = valid.sum(axis=1)  # blocks per sample
     chosen = rng.integers(0, S, size=(n_boot, S)) if S > 1 else np.zeros((n_boot, 1), dtype=int)
-    u = rng.random((n_boot, S, B))
-    picks = np.minimum((u * nb[chosen][..., None]).astype(int), B - 1)  # uniform over the sample's blocks
-    # Only the first nb[chosen] draws of each sample count, so every sample keeps its own size.
-    keep = np.arange(B)[None, None, :] < nb[chosen][..., None]
-    sums = (blocks.sums[chosen[..., None], picks] * keep[..., None]).sum(axis=(1, 2))
-    counts = (blocks.counts[chosen[..., None], picks] * keep).sum(axis=(1, 2))
-    return sums, counts
+    # The draws are made RESAMPLE_CHUNK elements at a time (memory: a million tokens are 7813 blocks, and all
+    # 2000 resamples at once took ~0.5 GB); consecutive draws continue one stream, so the numbers are the same.
+    step = max(1, RESAMPLE_CHUNK // max(1, S * B))
+    sums, counts = [], []
+    for lo in range(0, n_boot, step):
+        ch = chosen[lo:lo + step]  # (n, S)
+        u = rng.random((ch.shape[0], S, B))  # (n, S, B)
+        picks = np.minimum((u * nb[ch][..., None]).astype(int), B - 1)  # uniform over the sample's blocks
+        # Only the first nb[chosen] draws of each sample count, so every sample keeps its own size.
+        keep = np.arange(B)[None, None, :] < nb[ch][..., None]  # (n, S, B)
+        sums.append((blocks.sums[ch[..., None], picks] * keep[..., None]).sum(axis=(1, 2)))  # (n, K)
+        counts.append((blocks.counts[ch[..., None], picks] * keep).sum(axis=(1, 2)))  # (n,)
+    return np.concatenate(sums), np.concatenate(counts)
 
 
 def percentile_ci(values: np.ndarray, level: float) -> tuple[float, float]:
