@@ -46,6 +46,9 @@ def parallel_support(method: CacheMethod) -> str | None:
     if overridden:
         return (f"{method.label()} overrides {', '.join(overridden)}; the parallel engine is exact only for "
                 "the sinks + recent-window rule of CacheMethod")
+    if not method.uses_base_rule:
+        return (f"{method.label()} evicts per head, every {method.compress_every} tokens, by attention or rounds its "
+                "K/V; the parallel engine is exact only for the sinks + recent-window rule applied after every token")
     return None
 
 
