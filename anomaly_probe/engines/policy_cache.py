@@ -174,3 +174,20 @@ class PolicyCache:
         return {"evict_step": np.asarray(self.evict_steps, dtype=np.int64),
                 "attention_loss": np.stack(self.loss_rows), "kept_age_median": np.stack(self.age_median_rows),
                 "kept_age_max": np.stack(self.age_max_rows)}
+
+
+def probe_summary(arrays: dict[str, np.ndarray]) -> dict:
+    """Plain-data summary of :meth:`PolicyCache.probe_arrays` for results.json (``{}`` without evictions).
+
+    ``attention_loss_mean``: mean over evictions and layers of the last query's weight on the evicted
+    keys (a fraction of one query's attention); ``attention_loss_per_layer``: the same per layer;
+    ``kept_age_median`` / ``kept_age_max``: mean over evictions and layers, in tokens.
+    """
+    if not arrays:
+        return {}
+    loss = arrays["attention_loss"]  # (E, L)
+    return {"evictions": int(loss.shape[0]),
+            "attention_loss_mean": float(np.nanmean(loss)) if np.isfinite(loss).any() else None,
+            "attention_loss_per_layer": [float(x) for x in np.nanmean(loss, axis=0)] if np.isfinite(loss).any() else None,
+            "kept_age_median": float(arrays["kept_age_median"].mean()),
+            "kept_age_max": float(arrays["kept_age_max"].mean())}

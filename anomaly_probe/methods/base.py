@@ -83,8 +83,8 @@ class Ablation(NamedTuple):
     """A method-side check a policy declares: the same cache without one of its ingredients.
 
     ``role`` names the run (``window``, ``unquantised``...), ``method`` is the ablated cache, ``what``
-    completes "the part of the method's advantage that ... carries", e.g. ``"the h2o scores (vs a
-    recent-only window of the same capacity)"``.
+    says what the ablation does, completing "... removes N of the gap", e.g. ``"replacing h2o's choice
+    of keys by a recent-only window of the same capacity (256)"``.
     """
 
     role: str
@@ -227,8 +227,8 @@ class CacheMethod:
 
         window = WindowCache(recent_size=self.capacity, position_mode=self.position_mode,
                              compress_every=self.compress_every)
-        return (Ablation("window", window, f"the choice of keys of {self.label()} (vs a recent-only window of the "
-                                           "same capacity)"),)
+        return (Ablation("window", window, f"replacing {self.name}'s choice of keys by a recent-only window of the "
+                                           f"same capacity ({self.capacity})"),)
 
     def visible(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Which keys each query attends to, in absolute indices.

@@ -147,4 +147,4 @@ class KVQuant(CacheMethod):
 
     def ablations(self) -> tuple[Ablation, ...]:
         """The same policy unquantised (does the quantisation matter?)."""
-        return (Ablation("unquantised", self.base, f"the int{self.bits} quantisation (vs the same cache unquantised)"),)
+        return (Ablation("unquantised", self.base, f"removing the int{self.bits} quantisation (the same cache in the model's dtype)"),)

@@ -32,7 +32,8 @@ def config_from_args(args: argparse.Namespace):
     return RunConfig(
         model=args.model, trained_context=args.trained_context, text=args.text, max_tokens=args.max_tokens,
         num_samples=args.num_samples, method=args.method, sink_size=args.sink_size,
-        recent_size=args.recent_size, position_mode=args.position_mode, engine=args.engine,
+        recent_size=args.recent_size, position_mode=args.position_mode, method_args=list(args.method_args or []),
+        compress_every=args.compress_every, engine=args.engine,
         chunk_size=args.chunk_size, device=args.device, dtype=args.dtype, seed=args.seed, out=args.out,
         hypotheses=resolve_hypotheses(args.hypothesis), probes=args.probes, stepwise_tokens=args.stepwise_tokens,
     )
