@@ -167,10 +167,15 @@ def _add_check_arguments(chk: argparse.ArgumentParser) -> None:
     g.add_argument("--num-samples", type=_positive_or_any_int, default=2,
                    help="samples, scored in sequence (default 2)")
     g = chk.add_argument_group("KV-cache method")
-    g.add_argument("--method", default="streaming_llm", help="streaming_llm (default) or window: given to --scorer")
+    g.add_argument("--method", default="streaming_llm", help="streaming_llm (default), window, h2o, tova, knorm, "
+                   "kv_quant or your policy (file.py:ClassName, module:ClassName): checked, and given to --scorer")
+    g.add_argument("--method-arg", action="append", dest="method_args", default=None, metavar="KEY=VALUE",
+                   help="an option of the method (repeatable), as for run")
     g.add_argument("--sink-size", type=_positive_or_any_int, default=4, help="attention sinks (default 4)")
     g.add_argument("--recent-size", type=_positive_or_any_int, default=60, help="recent tokens (default 60)")
     g.add_argument("--position-mode", default="in-cache", help="in-cache (default), absolute or naive")
+    g.add_argument("--compress-every", type=_positive_or_any_int, default=1, metavar="C",
+                   help="evict every C tokens (default 1)")
     g = chk.add_argument_group("checks and output")
     g.add_argument("--scorer", default=None, metavar="MODULE:FUNCTION",
                    help="your scorer, module:function or path/file.py:function; "

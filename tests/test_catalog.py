@@ -28,7 +28,7 @@ def test_every_registered_hypothesis_has_one_entry():
         assert "title" not in type(hypothesis).__dict__  # no subclass spells its own title
         assert isinstance(hypothesis, Hypothesis)
     assert {e.acts_on for e in CATALOG.values()} == {"baseline", "method"}
-    assert catalog.METHOD_SIDE == ("handling", "sinks")
+    assert catalog.METHOD_SIDE == ("handling", "sinks", "ablation")
     assert len({e.title for e in CATALOG.values()}) == len(CATALOG)
 
 
