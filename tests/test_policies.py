@@ -305,3 +305,29 @@ def test_ablation_judge_on_planted_data():
     assert fig["categories"] == ["full cache", method.label(), "window(128, in-cache)"]
     nll["window"] = [m + rng.normal(0, 1e-3, 3000) for m in nll["method"]]  # no difference
     assert ALL["ablation"].judge(dataclasses.replace(data, nll=nll)).status == "refuted"
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def test_readme_user_policy_runs_end_to_end_and_check_passes(tmp_path, monkeypatch, capsys):
+    import json
+
+    import anomaly_probe
+    from anomaly_probe.cli import main
+
+    monkeypatch.chdir(__import__("pathlib").Path(anomaly_probe.__file__).parents[1])
+    spec = ["--method", "examples/my_policy.py:ValueNorm", "--method-arg", "heavy_size=48", "--method-arg",
+            "recent_size=16"]
+    out = tmp_path / "run"
+    assert main(["run", "--model", "tiny-neox", "--hypothesis", "ablation", "--max-tokens", "300", *spec,
+                 "--compress-every", "8", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["method_args"] == ["heavy_size=48", "recent_size=16"]
+    runs = {r["label"]: r for r in results["runs"]}
+    meth = runs["value_norm(heavy 48 + recent 16, in-cache, every 8)"]
+    assert meth["engine"] == "chunked" and meth["policy_probe"]["evictions"] > 0
+    assert (out / meth["policy_probe"]["file"]).is_file()
+    assert "window(64, in-cache, every 8)" in runs  # the declared ablation was scored
+    assert [v["hypothesis"] for v in results["verdicts"]] == ["ablation"]
+    assert main(["check", *spec]) == 0
+    shown = capsys.readouterr().out
+    assert "engines.policy.stepwise-vs-chunked" in shown and "value_norm" in shown

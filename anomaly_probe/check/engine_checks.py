@@ -174,15 +174,13 @@ def stepwise_vs_parallel(method_of: Callable[[CheckContext], object]) -> Callabl
 
 
 def policy_stepwise_vs_chunked(ctx: CheckContext) -> CheckResult:
-    """The chunked engine equals the stepwise reference for the method under test (any policy but the plain
-    sinks + recent rule), with its ``--compress-every`` C, or C = 8 when it evicts after every token."""
+    """The chunked engine equals the stepwise reference for the method under test (any policy), with its
+    ``--compress-every`` C, or C = 8 when it evicts after every token (the chunked engine would be stepwise)."""
     import dataclasses
 
     from anomaly_probe.engines.chunked import chunk_queries
 
     method = ctx.method
-    if method.uses_base_rule:
-        return CheckResult("", SKIP, f"{method.label()} is the sinks + recent rule (checked against the parallel engine)")
     if chunk_queries(method) == 1:
         method = dataclasses.replace(method, compress_every=8)
     if method.capacity is not None and _needs_rope(method.position_mode) and (why := _rope_missing(ctx)):

@@ -40,9 +40,32 @@ class PolicyAblation(Hypothesis):
         probes = [r.get("policy_probe") for r in data.runs.get("method", []) if r.get("policy_probe")]
         if probes:
             evidence["policy_probe"] = probes[0]
+        loss = self._attention_loss(data, ablations)
+        if loss is not None:
+            evidence["figures"].append(loss)
         return judge_share(self.name, gap, effect, data.thresholds, region=data.region_text(), what=first.what,
                            effect_label=f"mean NLL({first.method.label()}) - NLL(method) (nats/token)",
                            evidence=evidence)
+
+    @staticmethod
+    def _attention_loss(data: JudgeInput, ablations) -> dict | None:
+        """Bars per layer: the attention mass each eviction throws away, for the method and every
+        evicting ablation (sample 0's policy probe); None when no run has one."""
+        series = []
+        for role in ("method", *(a.role for a in ablations)):
+            runs = data.runs.get(role) or [{}]
+            probe = runs[0].get("policy_probe") or {}
+            per_layer = probe.get("attention_loss_per_layer")
+            if per_layer:
+                series.append({"name": runs[0].get("label", role), "y": per_layer,
+                               "color": None, "color_key": "method" if role == "method" else runs[0].get("label")})
+        if not series:
+            return None
+        layers = [str(i) for i in range(len(series[0]["y"]))]
+        return {"id": "policy-attention-loss", "kind": "bar", "title": "Attention mass thrown away per eviction "
+                "(the last query's weight on the evicted keys, mean over evictions and heads; sample 0)",
+                "xlabel": "layer", "ylabel": "fraction of one query's attention", "categories": layers,
+                "series": [{k: v for k, v in s.items() if v is not None} for s in series]}
 
     @staticmethod
     def _bars(data: JudgeInput, ablations) -> dict:
