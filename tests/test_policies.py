@@ -331,3 +331,13 @@ def test_readme_user_policy_runs_end_to_end_and_check_passes(tmp_path, monkeypat
     assert main(["check", *spec]) == 0
     shown = capsys.readouterr().out
     assert "engines.policy.stepwise-vs-chunked" in shown and "value_norm" in shown
+
+
+def test_streaming_at_any_interval_keeps_its_sinks_check_only():
+    from anomaly_probe.hypotheses import ALL, PlanContext
+    from anomaly_probe.hypotheses.base import ExperimentSettings
+
+    m = StreamingLLM(compress_every=8)
+    ctx = PlanContext(m, 128, "float32", 300, "auto", ExperimentSettings())
+    assert m.ablations() == () and ALL["ablation"].roles(ctx) is None
+    assert ALL["sinks"].roles(ctx)["window"].method == WindowCache(recent_size=256, compress_every=8)

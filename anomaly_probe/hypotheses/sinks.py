@@ -22,7 +22,8 @@ class Sinks(Hypothesis):
         m = ctx.method
         if m.capacity is None or m.sink_size == 0:
             return {}
-        return {"window": RoleSpec(WindowCache(recent_size=m.capacity, position_mode=m.position_mode))}
+        return {"window": RoleSpec(WindowCache(recent_size=m.capacity, position_mode=m.position_mode,
+                                               compress_every=m.compress_every))}
 
     def judge(self, data: JudgeInput) -> Verdict:
         m = data.method

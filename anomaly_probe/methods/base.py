@@ -221,7 +221,9 @@ class CacheMethod:
         StreamingLLM); for any other bounded policy, the generic one: a recent-only window of the same
         capacity and position mode (does the policy's choice of keys matter?).
         """
-        if self.capacity is None or self.uses_base_rule:
+        rules = ("keep", "keep_heads", "quantize")
+        sinks_recent = all(getattr(type(self), r) is getattr(CacheMethod, r) for r in rules) and not self.needs_attention
+        if self.capacity is None or sinks_recent:  # at any --compress-every
             return ()
         from anomaly_probe.methods.window import WindowCache
 
