@@ -341,3 +341,28 @@ def test_streaming_at_any_interval_keeps_its_sinks_check_only():
     ctx = PlanContext(m, 128, "float32", 300, "auto", ExperimentSettings())
     assert m.ablations() == () and ALL["ablation"].roles(ctx) is None
     assert ALL["sinks"].roles(ctx)["window"].method == WindowCache(recent_size=256, compress_every=8)
+
+
+def test_in_cache_positions_are_per_head():
+    """After a head-wise eviction each head's keys sit rotated at their own slots 0..n-1."""
+    from types import SimpleNamespace
+
+    from anomaly_probe.engines.policy_cache import PolicyCache
+    from anomaly_probe.models.rope import RopeSpec
+
+    class Alternate(ScoredEviction):
+        def keep_heads(self, view):
+            return torch.tensor([[0, 2, 4], [1, 3, 5]]) if view.n > 3 else None
+
+    rope = RopeSpec(inv_freq=1.0 / (100.0 ** (torch.arange(0, 8, 2).float() / 8)), head_dim=8)
+    raw = torch.randn(1, 2, 6, 8, generator=torch.Generator().manual_seed(3))  # (B, Hkv, n, D) before RoPE
+    stored = rope.rotate(raw, torch.arange(6))  # rotated at insertion positions 0..5, as the model stores them
+    layer = SimpleNamespace(keys=stored.clone(), values=raw.clone())
+    state = PolicyCache(Alternate(heavy_size=3, recent_size=0, compress_every=6), "in-cache", rope, 1)
+    state.after_forward(SimpleNamespace(layers=[layer]), torch.arange(6), torch.arange(6))
+    kept = torch.tensor([[0, 2, 4], [1, 3, 5]])
+    for h in range(2):
+        want = rope.rotate(raw[:, h:h + 1, kept[h]], torch.arange(3))  # at slots 0, 1, 2 in head h
+        assert torch.allclose(layer.keys[:, h:h + 1], want, atol=1e-5)
+        assert torch.equal(layer.values[0, h], raw[0, h, kept[h]])
+    assert state.positions[0].tolist() == kept.tolist()
