@@ -366,3 +366,19 @@ def test_in_cache_positions_are_per_head():
         assert torch.allclose(layer.keys[:, h:h + 1], want, atol=1e-5)
         assert torch.equal(layer.values[0, h], raw[0, h, kept[h]])
     assert state.positions[0].tolist() == kept.tolist()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--compress-every", "0"], "--compress-every 0"),
+    (["--method", "full", "--compress-every", "-3"], "--compress-every -3"),
+    (["--method", "h2o", "--method-arg", "heavy_size=-1"], "heavy_size must be >= 0"),
+    (["--method", "kv_quant", "--method-arg", "bits=3"], "bits must be 8 or 4"),
+    (["--method", "kv_quant", "--method-arg", "base=recompute"], "not an eviction policy"),
+    (["--method", "streaming_llm", "--method-arg", "heavy_size=3"], "has no option"),
+])
+def test_bad_policy_flags_are_one_error_line(argv, message, capsys, tmp_path):
+    from anomaly_probe.cli import main
+
+    assert main(["run", "--model", "tiny-neox", "--hypothesis", "none", "--out", str(tmp_path / "r"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err

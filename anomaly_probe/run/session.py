@@ -49,6 +49,8 @@ def validate_config(config: RunConfig) -> CacheMethod:
         raise UserError(f"--stepwise-tokens {config.stepwise_tokens}: use 0 (whole sample) or >= 2")
     if config.chunk_size < 1:
         raise UserError(f"--chunk-size {config.chunk_size}: must be >= 1")
+    if config.compress_every < 1:
+        raise UserError(f"--compress-every {config.compress_every}: must be >= 1 (evict every C tokens)")
     if config.trained_context is not None and config.trained_context < 1:
         raise UserError(f"--trained-context {config.trained_context}: must be >= 1")
     method = build_method(config.method, sink_size=config.sink_size, recent_size=config.recent_size,
