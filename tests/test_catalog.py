@@ -65,7 +65,8 @@ def test_importer_judges_exactly_what_needs_no_model():
     assert set(LOG_JUDGES) == {n for n, e in CATALOG.items() if not e.needs_model}
     for entry in CATALOG.values():
         assert entry.needs_model == bool(entry.model_run)
-    assert {n for n, e in CATALOG.items() if e.needs_model} == {"numerics", "dilution", "handling", "sinks"}
+    assert {n for n, e in CATALOG.items() if e.needs_model} == {"numerics", "dilution", "handling", "sinks", "ablation"}
+    assert [n for n, e in CATALOG.items() if not e.logs] == ["ablation"]  # a policy's own check: import skips it
 
 
 def test_importer_names_the_run_a_hypothesis_needs(monkeypatch):

@@ -382,3 +382,14 @@ def test_bad_policy_flags_are_one_error_line(argv, message, capsys, tmp_path):
     assert main(["run", "--model", "tiny-neox", "--hypothesis", "none", "--out", str(tmp_path / "r"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [H2O(heavy_size=64, recent_size=64, compress_every=32),
+                                    KVQuant(base=TOVA(heavy_size=96, compress_every=32), bits=4)],
+                         ids=lambda m: m.label())
+def test_chunked_equals_stepwise_smollm2(smollm2, smol_ids, method):
+    ids = smol_ids[:400]
+    a = score_stepwise(smollm2.model, ids, method).nll
+    b = score_chunked(smollm2.model, ids, method).nll
+    assert np.abs(a - b).max() <= TOL
