@@ -393,3 +393,29 @@ def test_chunked_equals_stepwise_smollm2(smollm2, smol_ids, method):
     a = score_stepwise(smollm2.model, ids, method).nll
     b = score_chunked(smollm2.model, ids, method).nll
     assert np.abs(a - b).max() <= TOL
+
+
+@pytest.mark.parametrize("kv_heads", [6, 2, 1])  # MHA, GQA, MQA
+def test_capture_attention_is_sdpa_and_hands_over_the_weights_per_kv_head(kv_heads):
+    from types import SimpleNamespace
+
+    from anomaly_probe.engines.policy_attention import CAPTURE, capture_attention
+
+    g = torch.Generator().manual_seed(kv_heads)
+    H, Tq, Tk, D, G = 6, 3, 7, 8, 6 // kv_heads
+    q = torch.randn(1, H, Tq, D, generator=g)
+    k, v = torch.randn(1, kv_heads, Tk, D, generator=g), torch.randn(1, kv_heads, Tk, D, generator=g)
+    got = {}
+    token = CAPTURE.set(lambda layer, c: got.update({layer: c}))
+    try:
+        out, _ = capture_attention(SimpleNamespace(layer_idx=3), q, k, v, None, scaling=D ** -0.5)  # causal, aligned
+    finally:
+        CAPTURE.reset(token)
+    kr, vr = k.repeat_interleave(G, 1), v.repeat_interleave(G, 1)
+    mask = torch.ones(Tq, Tk, dtype=torch.bool).tril(Tk - Tq)  # the queries are the last Tq keys
+    ref = torch.nn.functional.scaled_dot_product_attention(q, kr, vr, attn_mask=mask)  # (1, H, Tq, D)
+    assert torch.allclose(out.transpose(1, 2), ref, atol=1e-5)
+    w = torch.softmax((q @ kr.transpose(-1, -2) * D ** -0.5).masked_fill(~mask, float("-inf")), -1)[0]  # (H, Tq, Tk)
+    assert torch.allclose(got[3].last, w[:, -1], atol=1e-6)
+    summed = torch.stack([w[h * G:(h + 1) * G].mean(0).sum(0) for h in range(kv_heads)])  # (Hkv, Tk)
+    assert torch.allclose(got[3].summed, summed, atol=1e-5)
