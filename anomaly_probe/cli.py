@@ -128,11 +128,18 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
                    help="sample length(s) in tokens (default 1024)")
     g.add_argument("--num-samples", type=_positive_or_any_int, help="non-overlapping samples per length")
     g = run.add_argument_group("KV-cache method")
-    g.add_argument("--method", help="streaming_llm (default), window or full")
-    g.add_argument("--sink-size", type=_positive_or_any_int, help="attention sinks kept (default 4)")
+    g.add_argument("--method", help="streaming_llm (default), window, full, h2o, tova, knorm, kv_quant, or your "
+                   "policy: path/to/file.py:ClassName or module:ClassName")
+    g.add_argument("--method-arg", action="append", dest="method_args", metavar="KEY=VALUE",
+                   help="an option of the method, typed by its dataclass fields (repeatable), e.g. heavy_size=128, "
+                   "recent_size=128; kv_quant: bits=4, base=h2o, group_size=32, key_group, value_group")
+    g.add_argument("--sink-size", type=_positive_or_any_int, help="attention sinks kept (default 4; streaming_llm "
+                   "and window: other policies take --method-arg sink_size=N)")
     g.add_argument("--recent-size", type=_positive_or_any_int,
                    help="recent tokens kept (default 252); the window method keeps sink+recent recent tokens")
     g.add_argument("--position-mode", help="in-cache (default), absolute or naive")
+    g.add_argument("--compress-every", type=_positive_or_any_int, metavar="C",
+                   help="evict every C tokens (default 1); C > 1: the chunked engine scores C tokens per forward")
     g = run.add_argument_group("execution")
     g.add_argument("--engine", help=f"one of {', '.join(ENGINE_CHOICES)}")
     g.add_argument("--chunk-size", type=_positive_or_any_int, help="queries per forward in the batched engine")
@@ -177,10 +184,15 @@ def _add_check_arguments(chk: argparse.ArgumentParser) -> None:
     g.add_argument("--num-samples", type=_positive_or_any_int, default=2,
                    help="samples, scored in sequence (default 2)")
     g = chk.add_argument_group("KV-cache method")
-    g.add_argument("--method", default="streaming_llm", help="streaming_llm (default) or window: given to --scorer")
+    g.add_argument("--method", default="streaming_llm", help="streaming_llm (default), window, h2o, tova, knorm, "
+                   "kv_quant or your policy (file.py:ClassName, module:ClassName): checked, and given to --scorer")
+    g.add_argument("--method-arg", action="append", dest="method_args", default=None, metavar="KEY=VALUE",
+                   help="an option of the method (repeatable), as for run")
     g.add_argument("--sink-size", type=_positive_or_any_int, default=4, help="attention sinks (default 4)")
     g.add_argument("--recent-size", type=_positive_or_any_int, default=60, help="recent tokens (default 60)")
     g.add_argument("--position-mode", default="in-cache", help="in-cache (default), absolute or naive")
+    g.add_argument("--compress-every", type=_positive_or_any_int, default=1, metavar="C",
+                   help="evict every C tokens (default 1)")
     g = chk.add_argument_group("checks and output")
     g.add_argument("--scorer", default=None, metavar="MODULE:FUNCTION",
                    help="your scorer, module:function or path/file.py:function; "

@@ -32,6 +32,8 @@ class RunConfig:
     sink_size: int = 4
     recent_size: int = 252
     position_mode: str = "in-cache"
+    method_args: list[str] = field(default_factory=list)  # --method-arg key=value (h2o, kv_quant, user policies)
+    compress_every: int = 1  # evict every C tokens (kvpress's compression interval)
     engine: str = "auto"
     chunk_size: int = DEFAULT_CHUNK  # queries per forward in the chunked engines
     device: str = "auto"

@@ -6,6 +6,12 @@ tokens (the speed ceiling of a forward pass). Prints tokens/s per engine, the la
 difference between stepwise and parallel, the parallel / batched ratio and, as its last line,
 ``parallel_speedup: X`` (parallel tok/s over stepwise tok/s).
 
+Then H2O (heavy 128 + recent 128, in-cache) evicting every ``--compress-every`` tokens (default 64),
+scored by the stepwise reference and by the chunked engine with the same interval (C tokens per
+forward): tokens/s of each, their largest per-token NLL difference, and, as the very last line,
+``chunked_speedup: X`` (chunked tok/s over stepwise tok/s; the goal is >= 10). ``--only chunked`` skips
+the StreamingLLM part.
+
 The fast runs are repeated ``--repeats`` times, interleaved, and their median is reported; the stepwise
 run (minutes) is done once. Other processes on the machine slow every engine: the load average is
 printed so a contended run can be recognised, and each engine's process CPU time per token is printed
@@ -13,6 +19,7 @@ beside its wall-clock rate (less sensitive to other processes, though thread spi
 
     .venv/bin/python benchmarks/engines.py
     .venv/bin/python benchmarks/engines.py --tokens 2048 --repeats 5 --chunk-size 256
+    .venv/bin/python benchmarks/engines.py --only chunked --compress-every 64
 """
 
 from __future__ import annotations
@@ -35,12 +42,9 @@ def _timed(fn):
 
 
 def main() -> None:
-    import numpy as np
     import torch
 
-    from anomaly_probe.engines import score_batched, score_parallel, score_stepwise
     from anomaly_probe.config import DEFAULT_CHUNK
-    from anomaly_probe.methods import FullCache, StreamingLLM
     from anomaly_probe.models import load_model
     from anomaly_probe.text import default_text, tokenize
 
@@ -48,10 +52,25 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each fast engine (median reported)")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="queries per parallel forward")
+    parser.add_argument("--compress-every", type=int, default=64, help="H2O eviction interval (chunked engine)")
+    parser.add_argument("--only", choices=("all", "chunked"), default="all", help="chunked: the H2O part only")
     args = parser.parse_args()
 
     lm = load_model("smollm2-135m", device=torch.device("cpu"), dtype=torch.float32)
     ids = tokenize(lm.tokenizer, default_text())[:args.tokens]
+    if args.only == "all":
+        parallel_section(lm, ids, args)
+    chunked_section(lm, ids, args.compress_every)
+
+
+def parallel_section(lm, ids, args) -> None:
+    """StreamingLLM: stepwise vs parallel, and the batched full cache (prints ``parallel_speedup``)."""
+    import numpy as np
+    import torch
+
+    from anomaly_probe.engines import score_batched, score_parallel, score_stepwise
+    from anomaly_probe.methods import FullCache, StreamingLLM
+
     T = ids.numel()
     method = StreamingLLM(sink_size=4, recent_size=252, position_mode="in-cache")
     print(f"SmolLM2-135M float32 on CPU ({torch.get_num_threads()} threads), {T} tokens, {method.label()}, "
@@ -88,7 +107,32 @@ def main() -> None:
           f"(CPU time: {med_cpu['batched'] / med_cpu['parallel']:.2f})")
     print(f"speedup in CPU time per token: {stepwise_cpu / med_cpu['parallel']:.1f}")
     print(f"load average at the end: {_load()}")
-    print(f"parallel_speedup: {med['parallel'] / stepwise_rate:.1f}")
+    print(f"parallel_speedup: {med['parallel'] / stepwise_rate:.1f}", flush=True)
+
+
+def chunked_section(lm, ids, every: int) -> None:
+    """H2O every ``every`` tokens: stepwise vs chunked with the same interval (prints ``chunked_speedup`` last)."""
+    import numpy as np
+
+    from anomaly_probe.engines import score_chunked, score_stepwise
+    from anomaly_probe.methods import H2O
+
+    method = H2O(heavy_size=128, recent_size=128, position_mode="in-cache", compress_every=every)
+    print(f"{method.label()} on {ids.numel()} tokens; load average {_load()}", flush=True)
+    score_chunked(lm.model, ids[:600], method)  # warm-up
+    chunked, c_cpu = _timed(lambda: score_chunked(lm.model, ids, method))
+    c_rate = chunked.summary()["tok_per_s"]
+    print(f"chunked {method.label()}: {c_rate:8.1f} tok/s  {1e3 * c_cpu / chunked.tokens_scored:6.2f} CPU ms/tok  "
+          f"({chunked.seconds:.0f} s)", flush=True)
+    stepwise, s_cpu = _timed(lambda: score_stepwise(lm.model, ids, method))
+    s_rate = stepwise.summary()["tok_per_s"]
+    print(f"stepwise {method.label()}: {s_rate:8.1f} tok/s  {1e3 * s_cpu / stepwise.tokens_scored:6.2f} CPU ms/tok  "
+          f"({stepwise.seconds:.0f} s)")
+    d = np.abs(stepwise.nll - chunked.nll)
+    print(f"max |dNLL| stepwise vs chunked: {d.max():.2e} nats over {d.size} tokens "
+          f"(mean NLL {stepwise.nll.mean():.6f} vs {chunked.nll.mean():.6f})")
+    print(f"speedup in CPU time per token: {s_cpu / c_cpu:.1f}; load average at the end: {_load()}")
+    print(f"chunked_speedup: {c_rate / s_rate:.1f}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def test_every_registered_hypothesis_has_one_entry():
         assert "title" not in type(hypothesis).__dict__  # no subclass spells its own title
         assert isinstance(hypothesis, Hypothesis)
     assert {e.acts_on for e in CATALOG.values()} == {"baseline", "method"}
-    assert catalog.METHOD_SIDE == ("handling", "sinks")
+    assert catalog.METHOD_SIDE == ("handling", "sinks", "ablation")
     assert len({e.title for e in CATALOG.values()}) == len(CATALOG)
 
 
@@ -65,7 +65,8 @@ def test_importer_judges_exactly_what_needs_no_model():
     assert set(LOG_JUDGES) == {n for n, e in CATALOG.items() if not e.needs_model}
     for entry in CATALOG.values():
         assert entry.needs_model == bool(entry.model_run)
-    assert {n for n, e in CATALOG.items() if e.needs_model} == {"numerics", "dilution", "handling", "sinks"}
+    assert {n for n, e in CATALOG.items() if e.needs_model} == {"numerics", "dilution", "handling", "sinks", "ablation"}
+    assert [n for n, e in CATALOG.items() if not e.logs] == ["ablation"]  # a policy's own check: import skips it
 
 
 def test_importer_names_the_run_a_hypothesis_needs(monkeypatch):
@@ -78,7 +79,7 @@ def test_importer_names_the_run_a_hypothesis_needs(monkeypatch):
     monkeypatch.setitem(CATALOG, "numerics", Entry("numerics", "t", model_run="a planted run"))
     pairs = _pairs(PairedSample, np.random.default_rng(0))
     by = {v.hypothesis: v for v in judge_all(pairs, 512, Thresholds(n_boot=200), 1024)}
-    assert set(by) == set(HYPOTHESES)
+    assert set(by) == {n for n in HYPOTHESES if CATALOG[n].logs}  # not the policy's own ablation
     assert by["numerics"].status == "inconclusive" and "a planted run" in by["numerics"].message
     assert by["numerics"].evidence["needs"] == "a planted run"
     assert "needs" not in by["position"].evidence

@@ -29,7 +29,8 @@ def test_every_hypothesis_runs_end_to_end_on_tiny_neox(tmp_path):
                         hypotheses=list(HYPOTHESES))
     assert res["status"] == "complete"
     verdicts = res["verdicts"]
-    assert sorted(v["hypothesis"] for v in verdicts) == sorted(HYPOTHESES)
+    # StreamingLLM declares no ablation of its own (its sinks check is one): that hypothesis is not planned
+    assert sorted(v["hypothesis"] for v in verdicts) == sorted(h for h in HYPOTHESES if h != "ablation")
     for v in verdicts:
         assert v["status"] in ("supported", "refuted", "inconclusive"), v
         for key in ("hypothesis", "status", "explained_share", "ci_low", "ci_high", "effect_size", "p_value", "n",

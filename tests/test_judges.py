@@ -287,7 +287,7 @@ def test_causes_rank_before_method_side_checks():
     order = [(v.hypothesis, v.max_tokens) for v in rank(vs)]
     assert order == [("position", 12000), ("numerics", 12000), ("sinks", 12000), ("handling", 12000),
                      ("position", 4000)]
-    assert {h.name for h in ALL.values() if h.acts_on == "method"} == {"handling", "sinks"}
+    assert {h.name for h in ALL.values() if h.acts_on == "method"} == {"handling", "sinks", "ablation"}
 
 
 def test_wide_range_picks_a_log_scale_only_past_a_factor_of_ten():

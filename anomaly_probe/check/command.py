@@ -12,7 +12,8 @@ from anomaly_probe.errors import UserError
 def options_from_args(args: argparse.Namespace) -> CheckOptions:
     return CheckOptions(model=args.model, text=args.text, max_tokens=args.max_tokens, num_samples=args.num_samples,
                         method=args.method, sink_size=args.sink_size, recent_size=args.recent_size,
-                        position_mode=args.position_mode, device=args.device, dtype=args.dtype, seed=args.seed,
+                        position_mode=args.position_mode, method_args=tuple(getattr(args, "method_args", None) or ()),
+                        compress_every=getattr(args, "compress_every", 1), device=args.device, dtype=args.dtype, seed=args.seed,
                         tolerance=args.tolerance, scorer=args.scorer, only=tuple(args.only or ()))
 
 

@@ -27,6 +27,8 @@ class CheckOptions:
     sink_size: int = 4
     recent_size: int = 60
     position_mode: str = "in-cache"
+    method_args: tuple[str, ...] = ()
+    compress_every: int = 1
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
@@ -59,11 +61,13 @@ def validate_options(options: CheckOptions) -> CacheMethod:
 
     check_seed(options.seed)
     method = build_method(options.method, sink_size=options.sink_size, recent_size=options.recent_size,
-                          position_mode=options.position_mode)
-    if method.is_full or method.name == "recompute":
-        raise UserError(f"--method {options.method}: check needs a compressed cache (streaming_llm or window) to "
-                        "compare with the full cache")
-    need = method.capacity + 2
+                          position_mode=options.position_mode, compress_every=options.compress_every,
+                          method_args=options.method_args)
+    rounds = type(method).quantize is not CacheMethod.quantize
+    if (method.is_full and not rounds) or method.name == "recompute":
+        raise UserError(f"--method {options.method}: check needs a compressed cache (streaming_llm, window, h2o, "
+                        "kv_quant, your policy...) to compare with the full cache")
+    need = (method.capacity or 0) + 2
     if options.max_tokens < need:
         raise UserError(f"--max-tokens {options.max_tokens}: must be >= sink + recent + 2 = {need} so that tokens "
                         "are evicted; use a longer sample or a smaller --recent-size")

@@ -133,8 +133,9 @@ def same_seed_identical(ctx: CheckContext) -> CheckResult:
 def token_accounting(ctx: CheckContext) -> CheckResult:
     """T-1 scored tokens per T-token sample in every engine; entry i scores token i+1; token 0 never scored."""
     T = ctx.options.max_tokens
+    fast = "parallel" if ctx.method.uses_base_rule else "chunked"
     runs = {"stepwise/full": ctx.score(FullCache(), "stepwise"), "batched/full": ctx.score(FullCache(), "batched"),
-            f"parallel/{ctx.method.label()}": ctx.score(ctx.method, "parallel"),
+            f"{fast}/{ctx.method.label()}": ctx.score(ctx.method, fast),
             f"stepwise/{ctx.method.label()}": ctx.score(ctx.method, "stepwise")}
     counts = {k: int(s.nll.size) for k, s in runs.items()}
     bad = {k: n for k, n in counts.items() if n != T - 1}
@@ -170,6 +171,23 @@ def stepwise_vs_parallel(method_of: Callable[[CheckContext], object]) -> Callabl
         return agreement("", a, b, ctx.tolerance, f"{method.label()}, stepwise vs parallel")
 
     return run
+
+
+def policy_stepwise_vs_chunked(ctx: CheckContext) -> CheckResult:
+    """The chunked engine equals the stepwise reference for the method under test (any policy), with its
+    ``--compress-every`` C, or C = 8 when it evicts after every token (the chunked engine would be stepwise)."""
+    import dataclasses
+
+    from anomaly_probe.engines.chunked import chunk_queries
+
+    method = ctx.method
+    if chunk_queries(method) == 1:
+        method = dataclasses.replace(method, compress_every=8)
+    if method.capacity is not None and _needs_rope(method.position_mode) and (why := _rope_missing(ctx)):
+        return CheckResult("", SKIP, f"{method.label()} needs RoPE: {why}")
+    a = ctx.score(method, "stepwise").nll
+    b = ctx.score(method, "chunked").nll
+    return agreement("", a, b, ctx.tolerance, f"{method.label()}, stepwise vs chunked")
 
 
 def all_finite(ctx: CheckContext) -> CheckResult:
@@ -209,6 +227,7 @@ def engine_checks() -> list[Check]:
     checks += [Check(f"engines.streaming_llm.{m}.stepwise-vs-parallel", stepwise_vs_parallel(_streaming(m)))
                for m in POSITION_MODES]
     checks += [Check("engines.window.stepwise-vs-parallel", stepwise_vs_parallel(_window)),
+               Check("engines.policy.stepwise-vs-chunked", policy_stepwise_vs_chunked),
                Check("accounting.scored-tokens", token_accounting),
                Check("probes.logits-unchanged", probes_leave_logits_unchanged),
                Check("reproducibility.same-seed", same_seed_identical),

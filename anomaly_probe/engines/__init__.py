@@ -3,6 +3,8 @@
 * ``batched``: the full cache in chunked forwards (the standard perplexity computation).
 * ``parallel``: any sinks + recent-window cache, many queries per forward, exact per token.
 * ``recompute``: the strided sliding-window recomputation oracle (its own method).
+* ``chunked``: any policy (head-wise eviction, ``--compress-every C``, quantised K/V), ``gcd(C, group)``
+  queries per forward, equal to ``stepwise`` with the same C.
 * ``spot`` (internal, not a ``--engine`` choice): batched with stepwise spot windows, the eval-bias
   check at long positions; its windows come from the experiment that plans the run.
 
@@ -16,6 +18,7 @@ import warnings
 from typing import Callable
 
 from anomaly_probe.engines.batched import score_batched
+from anomaly_probe.engines.chunked import chunk_queries, score_chunked
 from anomaly_probe.engines.parallel import parallel_support, score_parallel
 from anomaly_probe.engines.recompute import score_recompute
 from anomaly_probe.engines.scores import TokenScores
@@ -32,6 +35,7 @@ ENGINES.register("batched", score_batched)
 ENGINES.register("parallel", score_parallel)
 ENGINES.register("recompute", score_recompute)
 ENGINES.register("spot", score_spot)
+ENGINES.register("chunked", score_chunked)
 INTERNAL_ENGINES = ("spot",)
 """Engines that experiments plan (with arguments a user cannot give): never a ``--engine`` choice."""
 ENGINE_CHOICES = ("auto", *(n for n in ENGINES.names() if n not in INTERNAL_ENGINES))
@@ -47,9 +51,11 @@ class EngineFallback(UserWarning):
 def pick_engine(requested: str, method: CacheMethod, internal: bool = False) -> str:
     """Resolve ``auto`` and refuse combinations that are not exact.
 
-    ``auto`` gives ``recompute`` for the recompute oracle, ``batched`` for the full cache and
-    ``parallel`` for every sinks + recent-window cache; a method the parallel engine cannot score
-    exactly falls back to ``stepwise`` with an :class:`EngineFallback` warning saying why. The
+    ``auto`` gives ``recompute`` for the recompute oracle, ``batched`` for the full cache,
+    ``parallel`` for every sinks + recent-window cache evicted after every token, and ``chunked`` for
+    any other policy that evicts every C > 1 tokens or quantises in groups; a policy that evicts
+    after every token by its own rule falls back to ``stepwise`` with an :class:`EngineFallback`
+    warning saying why. The
     :data:`INTERNAL_ENGINES` are accepted only with ``internal=True`` (a run an experiment planned).
 
     Raises
@@ -70,20 +76,25 @@ def pick_engine(requested: str, method: CacheMethod, internal: bool = False) -> 
         return "recompute"
     if requested == "recompute":
         raise UserError(f"--engine recompute scores the recompute method only, not {method.label()}")
+    plain_full = method.is_full and type(method).quantize is CacheMethod.quantize
     if requested == "auto":
-        if method.is_full:
+        if plain_full:
             return "batched"
         reason = parallel_support(method)
         if reason is None:
             return "parallel"
-        warnings.warn(f"--engine auto: using the stepwise engine: {reason}", EngineFallback, stacklevel=2)
+        if chunk_queries(method) > 1:
+            return "chunked"
+        warnings.warn(f"--engine auto: using the stepwise engine: {reason} (with --compress-every C > 1 the chunked "
+                      "engine scores C tokens per forward)", EngineFallback, stacklevel=2)
         return "stepwise"
-    if requested in ("batched", "spot") and not method.is_full:
-        raise UserError(f"--engine {requested} scores the full cache only, not {method.label()}; use parallel or auto")
+    if requested in ("batched", "spot") and not plain_full:
+        raise UserError(f"--engine {requested} scores the unquantised full cache only, not {method.label()}; "
+                        "use parallel, chunked or auto")
     if requested == "parallel" and (reason := parallel_support(method)) is not None:
         raise UserError(f"--engine parallel: {reason}; use stepwise or auto")
     return requested
 
 
 __all__ = ["CHUNKED_ENGINES", "ENGINES", "ENGINE_CHOICES", "INTERNAL_ENGINES", "EngineFallback", "TokenScores",
-           "pick_engine", "score_batched", "score_parallel", "score_recompute", "score_spot", "score_stepwise"]
+           "pick_engine", "score_batched", "score_chunked", "score_parallel", "score_recompute", "score_spot", "score_stepwise"]

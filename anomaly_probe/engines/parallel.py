@@ -46,6 +46,14 @@ def parallel_support(method: CacheMethod) -> str | None:
     if overridden:
         return (f"{method.label()} overrides {', '.join(overridden)}; the parallel engine is exact only for "
                 "the sinks + recent-window rule of CacheMethod")
+    if not method.uses_base_rule:
+        why = [w for w, cond in (
+            ("chooses the kept keys per head by its own rule", type(method).keep_heads is not CacheMethod.keep_heads),
+            ("reads attention weights", method.needs_attention),
+            ("rounds its stored K/V", type(method).quantize is not CacheMethod.quantize),
+            (f"evicts every {method.compress_every} tokens", method.compress_every != 1)) if cond]
+        return (f"{method.label()} {' and '.join(why) or 'is not the plain sinks + recent rule'}; the parallel engine "
+                "is exact only for the sinks + recent-window rule applied after every token")
     return None
 
 

@@ -1,5 +1,9 @@
 """The reference engine: one token per forward, evicting after each step (the seed's loop).
 
+The sinks + recent-window rule runs the loop below; every other policy (head-wise kept sets,
+``--compress-every``, quantised K/V) runs :func:`~anomaly_probe.engines.chunked.score_policy` with
+one query per forward.
+
 Every other engine is proven equal to this one on per-token NLL.
 """
 
@@ -42,6 +46,11 @@ def score_stepwise(model: torch.nn.Module, ids: torch.Tensor, method: CacheMetho
     TokenScores
         T - 1 entries.
     """
+    if not method.uses_base_rule and not method.is_full or type(method).quantize is not CacheMethod.quantize:
+        from anomaly_probe.engines.chunked import score_policy
+
+        # every other policy (head-wise eviction, --compress-every, quantised K/V): one query per forward
+        return score_policy(model, ids, method, 1, progress, observer, engine="stepwise")
     from transformers import DynamicCache
 
     device = next(model.parameters()).device

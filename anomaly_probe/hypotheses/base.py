@@ -162,8 +162,9 @@ class Hypothesis:
     def acts_on(self) -> str:
         return catalog.acts_on(self.name)
 
-    def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
-        """Runs needed besides ``baseline`` and ``method`` (which every hypothesis gets)."""
+    def roles(self, ctx: PlanContext) -> dict[str, RoleSpec] | None:
+        """Runs needed besides ``baseline`` and ``method`` (which every hypothesis gets); ``None`` when
+        the hypothesis does not apply to ``ctx.method`` (it is then neither scored nor judged)."""
         raise NotImplementedError
 
     def judge(self, data: JudgeInput) -> Verdict:

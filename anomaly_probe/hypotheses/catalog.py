@@ -33,6 +33,8 @@ class Entry:
     experiment : str
         ``module:Class`` of its :class:`~anomaly_probe.hypotheses.base.Hypothesis`, imported on first
         use of ``hypotheses.ALL`` (so this table stays plain data).
+    logs : bool
+        Whether ``anomaly-probe import`` lists it (False: it only exists for a policy run by ``run``).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Entry:
     acts_on: str = "baseline"
     model_run: str = ""
     experiment: str = ""
+    logs: bool = True
 
     @property
     def needs_model(self) -> bool:
@@ -62,6 +65,9 @@ CATALOG: dict[str, Entry] = {e.name: e for e in (
     Entry("sinks", "attention sinks", acts_on="method",
           model_run="a window of the same capacity without sink tokens",
           experiment="anomaly_probe.hypotheses.sinks:Sinks"),
+    Entry("ablation", "the policy's own ingredient", acts_on="method", logs=False,
+          model_run="the policy's declared ablation (e.g. a recent-only window of the same capacity)",
+          experiment="anomaly_probe.hypotheses.ablation:PolicyAblation"),
 )}
 """Every hypothesis, in the order ``--hypothesis all`` runs them and the report lists untested ones."""
 

@@ -25,9 +25,9 @@ def alternative_mode(mode: str) -> str:
 class Handling(Hypothesis):
     name = "handling"
 
-    def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
+    def roles(self, ctx: PlanContext) -> dict[str, RoleSpec] | None:
         if ctx.method.capacity is None or not hasattr(ctx.method, "position_mode"):
-            return {}
+            return None  # nothing is evicted, so positions are never handled: not planned
         return {f"mode:{m}": RoleSpec(dataclasses.replace(ctx.method, position_mode=m))
                 for m in POSITION_MODES if m != ctx.method.position_mode}
 

@@ -18,11 +18,12 @@ from anomaly_probe.verdict import Verdict
 class Sinks(Hypothesis):
     name = "sinks"
 
-    def roles(self, ctx: PlanContext) -> dict[str, RoleSpec]:
+    def roles(self, ctx: PlanContext) -> dict[str, RoleSpec] | None:
         m = ctx.method
         if m.capacity is None or m.sink_size == 0:
-            return {}
-        return {"window": RoleSpec(WindowCache(recent_size=m.capacity, position_mode=m.position_mode))}
+            return None  # no sinks to remove: not planned (the policy's own checks are the ablation hypothesis)
+        return {"window": RoleSpec(WindowCache(recent_size=m.capacity, position_mode=m.position_mode,
+                                               compress_every=m.compress_every))}
 
     def judge(self, data: JudgeInput) -> Verdict:
         m = data.method

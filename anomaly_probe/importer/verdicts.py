@@ -31,6 +31,8 @@ def judge_all(pairs: list[PairedSample], trained_context: int | None, th: Thresh
     out = []
     for name in HYPOTHESES:
         entry = CATALOG[name]
+        if not entry.logs:  # a policy's own ablation: nothing to say about logs
+            continue
         if entry.needs_model:
             v = Verdict(name, "inconclusive", evidence={"needs": entry.model_run},
                         message=f"Needs {entry.model_run}, which logs cannot supply; run `anomaly-probe run "

@@ -1,21 +1,33 @@
-"""The KV-cache method contract shared by every method and both engines.
+"""The KV-cache policy contract shared by every method and every engine.
 
-A method answers three questions, all in absolute token indices ``t`` (the query) and ``j`` (a key):
+A method answers, in absolute token indices ``t`` (the query) and ``j`` (a key):
 
-* :meth:`CacheMethod.keep` -- after a step, which cached entries survive eviction (stepwise engine);
-* :meth:`CacheMethod.visible` -- which keys query ``t`` attends to (parallel engine, and tests);
+* :meth:`CacheMethod.keep_heads` -- at an eviction step, which slots of one layer each KV head keeps,
+  given a :class:`LayerView` (that layer's keys/values, the absolute position of every slot, and, when
+  the policy sets ``needs_attention``, the last query's attention weights and the attention each key
+  has accumulated). Head-wise kept sets are the norm (kvpress keeps its top-k per KV head). The default
+  is :meth:`CacheMethod.keep`, the sinks + recent-window rule, the same for every head and layer;
+* :meth:`CacheMethod.quantize` -- how stored keys/values are rounded (``None``: not at all);
+* :meth:`CacheMethod.visible` -- which keys query ``t`` attends to (parallel engine, and tests; only
+  for the sinks + recent-window rule);
 * :meth:`CacheMethod.query_position` / :meth:`CacheMethod.key_position` -- the RoPE positions the
-  method's position mode assigns.
+  method's position mode assigns (sinks + recent-window rule; the policy engines derive them from the
+  cache for every other policy: in-cache positions are per head, each key at its slot in its head);
+* :meth:`CacheMethod.ablations` -- the method-side checks the policy declares (runs that remove one
+  ingredient of it), judged by the ``ablation`` hypothesis.
 
 Semantics follow the StreamingLLM evaluation loop: the new token is appended, attention runs over
-the cache plus the new token, and *then* the cache is evicted down to ``sink_size + recent_size``.
-So query ``t`` sees keys ``j <= t`` with ``j < sink_size`` or ``j >= t - recent_size``.
+the cache plus the new token, and *then* the cache is evicted down to its capacity. With
+``compress_every`` C > 1 the cache is evicted only after steps ``t`` with ``(t + 1) % C == 0`` (kvpress's
+compression interval), so between evictions it grows to capacity + C - 1. With C = 1 query ``t`` of
+the sinks + recent rule sees keys ``j <= t`` with ``j < sink_size`` or ``j >= t - recent_size``.
+Sinks and a recent window are options of every policy (``sink_size``, ``recent_size``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 
@@ -31,6 +43,55 @@ new position from the cache length, so new tokens stop advancing once the cache 
 """
 
 
+@dataclass
+class LayerView:
+    """What a policy sees of one layer at an eviction step (one sample, batch dimension dropped).
+
+    Attributes
+    ----------
+    layer : int
+        Decoder layer index.
+    keys, values : torch.Tensor
+        The cached keys and values as stored (keys rotated by RoPE at their cache position), shape
+        (Hkv, n, D), the model's dtype. Slots of each head are sorted by absolute position.
+    positions : torch.Tensor
+        Absolute token index of every slot, shape (Hkv, n), int64, on the keys' device.
+    last_attention : torch.Tensor or None
+        Attention weights of the last query (the newest token) on every slot, per query head, shape
+        (H, n), float32; only when the policy sets ``needs_attention``.
+    accumulated : torch.Tensor or None
+        Sum over every query since the key entered the cache of its weight on the key, averaged over
+        the query heads sharing each KV head, shape (Hkv, n), float32; only with ``needs_attention``.
+    module : torch.nn.Module or None
+        The layer's attention module (for kvpress-style scorers).
+    """
+
+    layer: int
+    keys: torch.Tensor
+    values: torch.Tensor
+    positions: torch.Tensor
+    last_attention: torch.Tensor | None = None
+    accumulated: torch.Tensor | None = None
+    module: object = None
+
+    @property
+    def n(self) -> int:
+        return int(self.keys.shape[-2])
+
+
+class Ablation(NamedTuple):
+    """A method-side check a policy declares: the same cache without one of its ingredients.
+
+    ``role`` names the run (``window``, ``unquantised``...), ``method`` is the ablated cache, ``what``
+    says what the ablation does, completing "... removes N of the gap", e.g. ``"replacing h2o's choice
+    of keys by a recent-only window of the same capacity (256)"``.
+    """
+
+    role: str
+    method: "CacheMethod"
+    what: str
+
+
 @dataclass(frozen=True)
 class CacheMethod:
     """Base class: a full cache unless a subclass bounds it.
@@ -43,12 +104,17 @@ class CacheMethod:
         Number of most recent tokens kept after each step.
     position_mode : str
         One of :data:`POSITION_MODES`; irrelevant for a full cache (always absolute).
+    compress_every : int
+        Evict every this many tokens (``--compress-every``; 1: after every token).
     """
 
     name: ClassVar[str] = "base"
+    needs_attention: ClassVar[bool] = False
+    """True when :meth:`keep_heads` reads ``last_attention``/``accumulated`` (the engines then compute them)."""
     sink_size: int = 0
     recent_size: int = 0
     position_mode: str = "absolute"
+    compress_every: int = 1
 
     def __post_init__(self) -> None:
         if self.position_mode not in POSITION_MODES:
@@ -59,6 +125,8 @@ class CacheMethod:
             raise UserError(
                 f"--sink-size and --recent-size must be >= 0 (got {self.sink_size} and {self.recent_size})"
             )
+        if not isinstance(self.compress_every, int) or self.compress_every < 1:
+            raise UserError(f"--compress-every {self.compress_every}: must be a whole number >= 1")
 
     # ----------------------------------------------------------------------------- sizes
     @property
@@ -70,9 +138,21 @@ class CacheMethod:
     def is_full(self) -> bool:
         return self.capacity is None
 
+    @property
+    def uses_base_rule(self) -> bool:
+        """True when eviction and positions are the sinks + recent-window rule of this class, applied
+        after every token, with nothing rounded (what the parallel engine scores exactly)."""
+        rules = ("keep", "keep_heads", "visible", "query_position", "key_position", "quantize")
+        return (all(getattr(type(self), r) is getattr(CacheMethod, r) for r in rules)
+                and not self.needs_attention and self.compress_every == 1)
+
     def label(self) -> str:
         """Short human label, e.g. ``streaming_llm(4+252, in-cache)``."""
         return self.name
+
+    def every_suffix(self) -> str:
+        """``", every 64"`` when ``compress_every`` > 1 (appended inside labels), else ``""``."""
+        return f", every {self.compress_every}" if self.compress_every > 1 else ""
 
     def describe(self) -> dict:
         """Plain-data description saved in ``results.json``."""
@@ -99,6 +179,58 @@ class CacheMethod:
         sinks = torch.arange(min(self.sink_size, n_cached))
         recent = torch.arange(n_cached - self.recent_size, n_cached)
         return torch.cat([sinks, recent])
+
+    def keep_heads(self, view: LayerView) -> torch.Tensor | None:
+        """Slots each KV head of one layer keeps at an eviction step.
+
+        Parameters
+        ----------
+        view : LayerView
+            The layer's cache (``view.n`` slots per head) and, with ``needs_attention``, its attention.
+
+        Returns
+        -------
+        torch.Tensor or None
+            Sorted slot indices per head, shape (Hkv, n_kept), int64 (the same ``n_kept`` for every
+            head and layer), or ``None`` when nothing is evicted. Default: :meth:`keep` for every head.
+        """
+        keep = self.keep(view.n)
+        if keep is None:
+            return None
+        return keep.to(view.keys.device)[None].expand(view.keys.shape[0], -1)  # (Hkv, n_kept)
+
+    def quantize(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+                 seen_before: int, seen: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Round stored keys/values after a forward; ``None`` (the default): stored as computed.
+
+        Parameters
+        ----------
+        keys, values : torch.Tensor
+            One layer's stored keys (before any in-cache re-rotation) and values, shape (Hkv, n, D).
+        positions : torch.Tensor
+            Absolute token index of every slot, shape (Hkv, n).
+        seen_before, seen : int
+            Tokens the model had consumed before and after this forward.
+        """
+        return None
+
+    def ablations(self) -> tuple[Ablation, ...]:
+        """Method-side checks this policy declares (see :class:`Ablation`).
+
+        Default: none for the full cache and the sinks + recent rule (the ``sinks`` check covers
+        StreamingLLM); for any other bounded policy, the generic one: a recent-only window of the same
+        capacity and position mode (does the policy's choice of keys matter?).
+        """
+        rules = ("keep", "keep_heads", "quantize")
+        sinks_recent = all(getattr(type(self), r) is getattr(CacheMethod, r) for r in rules) and not self.needs_attention
+        if self.capacity is None or sinks_recent:  # at any --compress-every
+            return ()
+        from anomaly_probe.methods.window import WindowCache
+
+        window = WindowCache(recent_size=self.capacity, position_mode=self.position_mode,
+                             compress_every=self.compress_every)
+        return (Ablation("window", window, f"replacing {self.name}'s choice of keys by a recent-only window of the "
+                                           f"same capacity ({self.capacity})"),)
 
     def visible(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Which keys each query attends to, in absolute indices.

@@ -28,4 +28,4 @@ class StreamingLLM(CacheMethod):
         return self.sink_size + self.recent_size
 
     def label(self) -> str:
-        return f"streaming_llm({self.sink_size}+{self.recent_size}, {self.position_mode})"
+        return f"streaming_llm({self.sink_size}+{self.recent_size}, {self.position_mode}{self.every_suffix()})"

@@ -30,4 +30,4 @@ class WindowCache(CacheMethod):
         return self.recent_size
 
     def label(self) -> str:
-        return f"window({self.recent_size}, {self.position_mode})"
+        return f"window({self.recent_size}, {self.position_mode}{self.every_suffix()})"

@@ -111,6 +111,8 @@ def plan(view: ScoredRuns, names: list[str], settings: ExperimentSettings) -> tu
                               max_tokens=L, engine=view.engine, settings=settings)
             try:
                 specs = hyp.roles(ctx)
+                if specs is None:  # does not apply to this method (e.g. a policy that declares no ablation)
+                    continue
                 table: dict[str, list[Unit]] = {"baseline": [], "method": []}
                 for s in range(view.num_samples):
                     base, meth = view.pair(L, s)

@@ -50,10 +50,13 @@ def validate_config(config: RunConfig) -> CacheMethod:
         raise UserError(f"--stepwise-tokens {config.stepwise_tokens}: use 0 (whole sample) or >= 2")
     if config.chunk_size < 1:
         raise UserError(f"--chunk-size {config.chunk_size}: must be >= 1")
+    if config.compress_every < 1:
+        raise UserError(f"--compress-every {config.compress_every}: must be >= 1 (evict every C tokens)")
     if config.trained_context is not None and config.trained_context < 1:
         raise UserError(f"--trained-context {config.trained_context}: must be >= 1")
     method = build_method(config.method, sink_size=config.sink_size, recent_size=config.recent_size,
-                          position_mode=config.position_mode)
+                          position_mode=config.position_mode, compress_every=config.compress_every,
+                          method_args=config.method_args)
     pick_engine(config.engine, FullCache())
     pick_engine(config.engine, method)
     parse_probes(config.probes)
@@ -198,12 +201,25 @@ class Session:
             intervention=unit.intervention, intervention_info=intervention_info, prefix=unit.prefix,
             windows=[list(w) for w in unit.windows] or None, dtype=dtype_name(self.dtype), max_tokens=unit.max_tokens, sample=unit.sample, **scores.summary(),
             tokens_file=tokens_file, **trace,
-            nonfinite=nonfinite,
+            nonfinite=nonfinite, extra=self._policy_probe(unit, scores),
         )
         self.runs.append(record)
         self.arrays[unit.key] = arrays
         self.save()
         return record
+
+    def _policy_probe(self, unit: Unit, scores) -> dict:
+        """The policy probe of an evicting policy engine run (attention loss, kept ages):
+        ``traces/<key>-policy.npz`` and its summary, as the record's ``extra["policy_probe"]``; else {}."""
+        from anomaly_probe.engines.policy_cache import probe_summary
+        from anomaly_probe.rundir import save_npz
+
+        arrays = scores.extra.get("arrays") or {}
+        if not arrays:
+            return {}
+        own_folder(self.run_dir, "traces")  # never written through a link out of the folder
+        return {"policy_probe": probe_summary(arrays) | {"file": save_npz(self.run_dir, f"traces/{unit.key}-policy.npz",
+                                                                          arrays)}}
 
     def _locate_nonfinite(self, unit: Unit, ids: torch.Tensor, scores, kwargs: dict) -> dict | None:
         """NaN/inf NLL: count it and find the first layer (one more forward up to it); else None."""

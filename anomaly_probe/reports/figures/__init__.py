@@ -22,6 +22,7 @@ BUILDERS: dict[str, tuple[Builder, ...]] = {
     "eval-bias": (evalbias.stepwise_vs_batched,),
     "handling": (),
     "sinks": (),
+    "ablation": (),
 }
 
 SUPERSEDED: dict[str, str] = {"position-nll": "nll-by-position", "position-gap": "gap-by-position"}
