@@ -29,6 +29,7 @@ def run_pipeline(session: Session, settings: ExperimentSettings | None = None,
     else:
         units, roles, errors = plan(session.scored(), names, session.settings)
         session.roles = role_entries(session.scored(), roles)  # saved before scoring: an interrupted run has it
+        _note_not_planned(session, names, roles, errors)
         failed = run_units(session, units)
         session.compute_comparisons()
         view = session.scored()
@@ -106,3 +107,16 @@ def _nonfinite_sentence(session: Session) -> str:
     return (f" Non-finite NLL in {len(bad)} run(s) (first: {bad[0].key}: {describe(bad[0].nonfinite)}); "
             "the comparisons and verdicts that use them keep only the tokens before the first NaN/inf of each "
             "sample.")
+
+
+def _note_not_planned(session: Session, names: list[str], roles: dict, errors: list) -> None:
+    """Say which hypotheses do not apply to the method (e.g. sinks for a policy without sinks): they are
+    neither scored nor judged, and a user who asked for one by name must not be left guessing."""
+    from anomaly_probe.console import err_console, visible
+
+    planned = {name for name, _ in roles} | {v.hypothesis for v in errors}
+    skipped = [n for n in names if n not in planned]
+    if skipped:
+        err_console.print(visible(f"note: {', '.join(skipped)} not run: does not apply to "
+                                  f"{session.method.label()} (see docs/HYPOTHESES.md)"),
+                          markup=False, highlight=False, soft_wrap=True)
