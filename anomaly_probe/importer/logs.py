@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly_probe import json_input
 from anomaly_probe.errors import UserError
 from anomaly_probe.importer.columns import FLAGS, resolve_columns
 
@@ -140,7 +141,7 @@ def rows_jsonl(text: str, path: str) -> tuple[list[str], list[tuple[int, dict]]]
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json_input.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path!r} line {n}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
@@ -150,6 +151,11 @@ def rows_jsonl(text: str, path: str) -> tuple[list[str], list[tuple[int, dict]]]
                 header.append(k)
         rows.append((n, obj))
     return header, rows
+
+
+MAX_POSITION = 2**53
+"""Positions must be below this: they are read as float64, which holds every integer up to 2**53 exactly
+(and an int64 array cannot hold 2**63 at all)."""
 
 
 def assemble(path: str, kind: str, columns: dict, rows: list[tuple[int, dict]], memory_scale: float,
@@ -178,6 +184,10 @@ def assemble(path: str, kind: str, columns: dict, rows: list[tuple[int, dict]], 
             raise UserError(f"{path!r} line {line}: position {columns['position']!r} = {pos!r} is not a whole "
                             f"number >= {-position_shift}")
         pos += position_shift
+        if pos >= MAX_POSITION:
+            typed = str(row.get(columns["position"]))[:40]
+            raise UserError(f"{path!r} line {line}: position {columns['position']!r} = {typed} is not a token index "
+                            f"(at least 2**53 = {MAX_POSITION})")
         nll = _number(row, columns["nll"], path, line, required=True)
         if nll < -NEGATIVE_NLL_SLACK:
             raise UserError(f"{path!r} line {line}: NLL {nll} < 0; an NLL is -log p >= 0 nats (a log-probability "
