@@ -84,8 +84,9 @@ def test_every_engine_finds_the_first_nonfinite_token_and_module(recipe, engine,
         assert np.abs(nll[ok] - reference[ok]).max() < 1e-4
 
 
-def test_the_guard_changes_nothing_when_every_key_is_finite(recipe):
-    """Without a poisoned token the guarded engines give bit-identical numbers (the guard calls through)."""
+@pytest.mark.parametrize("scale", [1.0, 3e38])  # 3e38: finite entries whose float32 sum overflows
+def test_the_guard_changes_nothing_when_every_key_is_finite(scale):
+    """Finite keys and values reach the attention untouched and its output comes back as it is."""
     from anomaly_probe.attention.finite_guard import guard_nonfinite
 
     calls = []
@@ -94,7 +95,7 @@ def test_the_guard_changes_nothing_when_every_key_is_finite(recipe):
         calls.append((key, value))
         return query.transpose(1, 2), None
 
-    q, k, v = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    q, k, v = torch.randn(1, 4, 5, 8), torch.rand(1, 2, 5, 8) * scale, torch.randn(1, 2, 5, 8)
     out, _ = guard_nonfinite(attention)(None, q, k, v, None, scaling=1.0)
     assert calls[0][0] is k and calls[0][1] is v and torch.equal(out, q.transpose(1, 2))
 
