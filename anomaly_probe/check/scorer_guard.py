@@ -71,7 +71,7 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
         done.set()
         if soft:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
 
 
 @dataclass(frozen=True)
