@@ -197,6 +197,8 @@ def _add_check_arguments(chk: argparse.ArgumentParser) -> None:
     g.add_argument("--scorer", default=None, metavar="MODULE:FUNCTION",
                    help="your scorer, module:function or path/file.py:function; "
                         "fn(model, input_ids (1, T), method: dict) -> T-1 per-token NLL (nats)")
+    g.add_argument("--scorer-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="seconds one scorer call (one sample) may take before its check fails (default 600)")
     g.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
                    help="run only checks matching these globs or dotted prefixes (e.g. engines scorer)")
     g.add_argument("--tolerance", type=float, default=None,

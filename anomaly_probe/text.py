@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from anomaly_probe import json_input
 from anomaly_probe.errors import UserError
 
 
@@ -43,7 +44,7 @@ def read_text(path: str | None) -> str:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json_input.loads(line)
             except json.JSONDecodeError:
                 raise UserError(f"--text {path!r}: line {n} is not valid JSON") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):

@@ -14,7 +14,8 @@ def options_from_args(args: argparse.Namespace) -> CheckOptions:
                         method=args.method, sink_size=args.sink_size, recent_size=args.recent_size,
                         position_mode=args.position_mode, method_args=tuple(getattr(args, "method_args", None) or ()),
                         compress_every=getattr(args, "compress_every", 1), device=args.device, dtype=args.dtype, seed=args.seed,
-                        tolerance=args.tolerance, scorer=args.scorer, only=tuple(args.only or ()))
+                        tolerance=args.tolerance, scorer=args.scorer, only=tuple(args.only or ()),
+                        scorer_timeout=args.scorer_timeout)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -31,7 +32,8 @@ def run_check(args: argparse.Namespace) -> int:
     method = validate_options(options)
     for flag, path in (("--json", args.json), ("--junit", args.junit)):
         _check_writable(flag, path)
-    scorer = ScorerSuite(load_scorer(options.scorer), options.scorer) if options.scorer else None
+    scorer = (ScorerSuite(load_scorer(options.scorer), options.scorer, options.scorer_timeout)
+              if options.scorer else None)
     checks = selected(all_checks(method, scorer), options.only)  # bad --only fails before the model loads
     ctx = CheckContext(options)
     console.print(f"[bold]anomaly-probe check[/] {safe(ctx.loaded.spec)} ({safe(ctx.loaded.arch)}) on "

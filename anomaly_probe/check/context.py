@@ -34,6 +34,7 @@ class CheckOptions:
     seed: int = 0
     tolerance: float | None = None  # None: the dtype's tolerance from Thresholds (fp32 1e-4 nats)
     scorer: str | None = None
+    scorer_timeout: float = 600.0  # seconds per scorer call (one sample): generous, it only stops a hang
     only: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
@@ -55,6 +56,8 @@ def validate_options(options: CheckOptions) -> CacheMethod:
     if options.scorer and options.num_samples < 2:
         raise UserError("--scorer needs --num-samples >= 2: scoring two samples in sequence catches a cache "
                         "that is not reset between samples")
+    if not 0 < options.scorer_timeout < float("inf"):
+        raise UserError(f"--scorer-timeout {options.scorer_timeout}: must be a finite number of seconds > 0")
     if options.tolerance is not None and not 0 < options.tolerance < float("inf"):
         raise UserError(f"--tolerance {options.tolerance}: must be a finite number > 0 (nats)")
     from anomaly_probe.config import check_seed
@@ -105,6 +108,16 @@ class CheckContext:
     @property
     def model(self) -> torch.nn.Module:
         return self.loaded.model
+
+    def reload_model(self) -> None:
+        """Load a fresh copy of the model (same spec, device, dtype and seed), e.g. after a scorer changed it.
+
+        Memoised scorings stay: they were made on the unchanged model.
+        """
+        from anomaly_probe.models import load_model
+
+        torch.manual_seed(self.options.seed)
+        self.loaded = load_model(self.options.model, device=self.device, dtype=self.dtype, seed=self.options.seed)
 
     def environment(self) -> dict:
         from anomaly_probe.attention.hf import current_implementation

@@ -2,7 +2,11 @@
 
 The scorer is called on every sample in sequence, first with the full cache and then with the
 compressed method, exactly as a user's evaluation loop would call it, so a cache that is not reset
-between calls shows up from the second call on.
+between calls shows up from the second call on. Each call runs under
+:mod:`~anomaly_probe.check.scorer_guard`: past ``--scorer-timeout`` it is interrupted and the remaining
+scorer checks are not run; ``sys.exit`` or an exception is an ERROR result with its message; a call that
+changes the model (weights, buffers, train mode, attention, hooks) fails its check, and the model is
+reloaded before any reference engine runs, so no later check blames the engines for it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from anomaly_probe.check.diagnose import Diagnosis, compare, diagnose
 from anomaly_probe.check.engine_checks import Check
 from anomaly_probe.check.references import target_variants
 from anomaly_probe.check.result import ERROR, FAIL, PASS, CheckResult
+from anomaly_probe.check.scorer_guard import ModelState, ScorerTimeout, time_limit
 from anomaly_probe.check.scorer_load import Scorer, ScorerError, call_scorer
 from anomaly_probe.methods import FullCache
 from anomaly_probe.methods.base import POSITION_MODES, CacheMethod
@@ -32,13 +37,18 @@ class ScorerSuite:
         The loaded scorer (:func:`~anomaly_probe.check.scorer_load.load_scorer`).
     spec : str
         The ``--scorer`` text, for messages.
+    timeout : float
+        Seconds one call (one sample) may take (``--scorer-timeout``).
     """
 
-    def __init__(self, fn: Scorer, spec: str) -> None:
+    def __init__(self, fn: Scorer, spec: str, timeout: float = 600.0) -> None:
         self.fn = fn
         self.spec = spec
+        self.timeout = timeout
         self.previous: torch.Tensor | None = None  # ids of the last call, whatever the method
         self.causes: dict[str, Diagnosis] = {}
+        self.pristine: ModelState | None = None  # the model before the scorer's first call
+        self.stopped: str | None = None  # why the remaining scorer checks are not run (a timeout)
 
     def checks(self, method: CacheMethod) -> list[Check]:
         """``scorer.full`` then ``scorer.<method>.<mode>``."""
@@ -47,18 +57,21 @@ class ScorerSuite:
 
     # ------------------------------------------------------------------ one method, every sample
     def check(self, ctx: CheckContext, method: CacheMethod) -> CheckResult:
+        if self.stopped:
+            return CheckResult("", ERROR, f"{method.label()}: not run: {self.stopped}")
         description = method.describe() | {"label": method.label()}
         rows: list[dict] = []
         for s, ids in enumerate(ctx.samples):
-            try:
-                user = call_scorer(self.fn, self.spec, ctx.model, ids, description)
-            except ScorerError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the user's code crashed: an ERROR result, the suite goes on
-                return CheckResult("", ERROR, f"{method.label()}: the scorer raised {_where(exc)} on sample {s}",
-                                   details={"samples": rows})
-            finally:
-                previous, self.previous = self.previous, ids
+            user, error = self._call(ctx, ids, description, s)
+            previous, self.previous = self.previous, ids
+            changed = self._restore_if_changed(ctx)
+            if changed:
+                how = f" ({error})" if error else ""
+                return CheckResult("", FAIL, f"{method.label()}: the scorer changed the model on sample {s}{how}: "
+                                             f"{changed}; a fresh copy was loaded for the remaining checks",
+                                   details={"samples": rows, "cause": "model-changed", "cause_text": changed})
+            if error:
+                return CheckResult("", ERROR, f"{method.label()}: {error}", details={"samples": rows})
             ref = ctx.score(method, "auto", s).nll
             first, biggest = compare(user, ref, ctx.tolerance)
             if user.size == ref.size and first is None:
@@ -69,6 +82,38 @@ class ScorerSuite:
             rows.append({"sample": s, "tokens": int(ids.numel()), "returned": int(user.size),
                          "non_finite": int((~np.isfinite(user)).sum()), **diag.to_dict()})
         return self._result(method, rows, ctx.tolerance)
+
+    def _call(self, ctx: CheckContext, ids: torch.Tensor, description: dict, s: int) -> tuple[np.ndarray | None, str]:
+        """The scorer's NLL on sample ``s``, or None and one sentence on how the call ended instead.
+
+        Raises
+        ------
+        ScorerError
+            The scorer returned something that is not per-token NLL (bad input, exit code 2).
+        """
+        if self.pristine is None:
+            self.pristine = ModelState.of(ctx.model)
+        try:
+            with time_limit(self.timeout, f"--scorer {self.spec} on sample {s}"):
+                return call_scorer(self.fn, self.spec, ctx.model, ids, description), ""
+        except (ScorerError, KeyboardInterrupt):
+            raise
+        except ScorerTimeout:
+            self.stopped = f"the scorer timed out ({self.timeout:g} s, --scorer-timeout) in an earlier check"
+            return None, f"the scorer did not return within {self.timeout:g} s on sample {s} (--scorer-timeout)"
+        except SystemExit as exc:
+            return None, f"the scorer called sys.exit({exc.code!r}) on sample {s}"
+        except BaseException as exc:  # noqa: BLE001 - the user's code crashed: an ERROR result, the suite goes on
+            return None, f"the scorer raised {_where(exc)} on sample {s}"
+
+    def _restore_if_changed(self, ctx: CheckContext) -> str | None:
+        """What the last call changed in the model (then the model is reloaded), or None."""
+        changed = ModelState.of(ctx.model).change_from(self.pristine)
+        if changed:
+            ctx.reload_model()
+            if ModelState.of(ctx.model).change_from(self.pristine):
+                raise RuntimeError("reloading the model did not restore it after the scorer changed it")
+        return changed
 
     def _variants(self, ctx: CheckContext, method: CacheMethod, s: int, ids: torch.Tensor,
                   previous: torch.Tensor | None) -> dict[str, np.ndarray]:

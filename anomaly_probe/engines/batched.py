@@ -2,7 +2,9 @@
 
 The sample goes through the model in chunks of ``chunk_size`` queries that attend to everything before
 them (a growing ``DynamicCache``); mathematically this is one forward over the whole sample, but the
-logits (T x vocab) and the attention scores never exist for all T at once.
+logits (T x vocab) and the attention scores never exist for all T at once. The model's attention runs
+through :func:`~anomaly_probe.attention.finite_guard.finite_guard`, so a non-finite key shows up at
+its own token, as in the stepwise engine, never at the earlier queries of its chunk.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ def score_full_ranges(model: torch.nn.Module, ids: torch.Tensor, ranges, progres
     """The full cache, one forward per query range ``(lo, hi)`` (queries lo..hi-1 predict lo+1..hi), in
     order and covering ``0..T-2``: the loop of the batched engine and of the spot engine (whose ranges
     hold one query each inside its windows). ``sample_rss(lo, hi)`` says when to read the RSS."""
+    from anomaly_probe.attention.finite_guard import finite_guard
+
+    with finite_guard(model):
+        return _score_full_ranges(model, ids, ranges, progress, observer, engine, sample_rss)
+
+
+def _score_full_ranges(model, ids, ranges, progress, observer, engine, sample_rss) -> TokenScores:
+    """The loop of :func:`score_full_ranges` (same arguments)."""
     from transformers import DynamicCache
 
     device = ids.device

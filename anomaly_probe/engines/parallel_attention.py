@@ -19,6 +19,8 @@ function under :data:`ATTN_NAME` (and a mask function that refuses to build a ma
 mask can never silently become ``None``) through
 :func:`~anomaly_probe.attention.switch.attention_implementation`, which verifies the switch and restores
 and unregisters on exit. Scores go through the shared GQA path (:mod:`~anomaly_probe.attention.gqa`).
+It runs through :func:`~anomaly_probe.attention.finite_guard.guard_nonfinite`: a non-finite value in a
+column a query cannot see would otherwise make that query NaN (``0 * NaN``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Iterator
 import torch
 
 from anomaly_probe.attention import attention_implementation, check_switchable, gqa_scores, gqa_weighted
+from anomaly_probe.attention.finite_guard import guard_nonfinite
 from anomaly_probe.attention.hf import current_implementation
 from anomaly_probe.engines.band_attention import Band, banded_attention
 from anomaly_probe.errors import UserError
@@ -192,6 +195,7 @@ def parallel_attention_enabled(model: torch.nn.Module) -> Iterator[None]:
     if previous not in REPLACEABLE and not str(previous).startswith(PROBE_PREFIX):
         raise UserError(f"the parallel engine replaces the attention function, so the model's current one "
                         f"({previous!r}, e.g. an intervention) would be dropped; use --engine batched or stepwise")
-    with attention_implementation(model, ATTN_NAME, parallel_attention, _refuse_mask, purpose=purpose,
+    guarded = guard_nonfinite(parallel_attention)  # a masked NaN value never leaks: 0 * NaN is NaN
+    with attention_implementation(model, ATTN_NAME, guarded, _refuse_mask, purpose=purpose,
                                   fallback=fallback):
         yield

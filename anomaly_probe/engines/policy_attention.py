@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import torch
 
 from anomaly_probe.attention import attention_implementation, causal_visible, gqa_scores, gqa_weighted, visible_from_mask
+from anomaly_probe.attention.finite_guard import guard_nonfinite
 from anomaly_probe.attention.hf import current_implementation
 from anomaly_probe.errors import UserError
 from anomaly_probe.step_context import ATTENTION_RECORDER, RECORDING_IMPLEMENTATION
@@ -94,5 +95,7 @@ def policy_attention_enabled(model: torch.nn.Module) -> Iterator[None]:
         raise UserError(f"the policy engines replace the attention function, so the model's current one "
                         f"({previous!r}, e.g. an intervention) would be dropped; use a full-cache or sinks + window "
                         "method with this intervention")
-    with attention_implementation(model, ATTN_NAME, capture_attention, "sdpa", purpose=purpose, fallback=fallback):
+    # guarded: a chunked forward holds keys its earlier queries must not see (anomaly_probe.attention.finite_guard)
+    with attention_implementation(model, ATTN_NAME, guard_nonfinite(capture_attention), "sdpa", purpose=purpose,
+                                  fallback=fallback):
         yield

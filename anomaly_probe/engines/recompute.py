@@ -6,7 +6,9 @@ last ``stride``. Nothing is carried from one window to the next. Within a window
 the model in chunks of at most ``chunk_size`` through a cache that lives for that window only --
 mathematically one causal forward, but the logits (queries x vocabulary) never exist for a whole
 8k-token window at once; logits are computed only for scored queries (``logits_to_keep``). The model's
-own attention implementation runs with its plain causal mask.
+own attention implementation runs with its plain causal mask, through
+:func:`~anomaly_probe.attention.finite_guard.finite_guard` (a non-finite key never reaches the earlier
+queries of its chunk).
 """
 
 from __future__ import annotations
@@ -69,12 +71,20 @@ def score_recompute(model: torch.nn.Module, ids: torch.Tensor, method: CacheMeth
     TokenScores
         T - 1 entries; ``query_pos`` is the query's slot in its window.
     """
-    from transformers import DynamicCache
+    from anomaly_probe.attention.finite_guard import finite_guard
 
     if not isinstance(method, RecomputeOracle):
         raise UserError(f"the recompute engine scores the recompute oracle only, not {method.label()}")
     if chunk_size < 1:
         raise UserError(f"chunk size must be >= 1 (got {chunk_size})")
+    with finite_guard(model):
+        return _score_windows(model, ids, method, progress, observer, chunk_size)
+
+
+def _score_windows(model, ids, method, progress, observer, chunk_size) -> TokenScores:
+    """The window loop of :func:`score_recompute` (same arguments)."""
+    from transformers import DynamicCache
+
     device = next(model.parameters()).device
     ids = ids.to(device)
     n_q = ids.numel() - 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from anomaly_probe import json_input
 from anomaly_probe.errors import UserError
 
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
@@ -30,7 +31,7 @@ def trained_context(flag: int | None, config: str | None) -> tuple[int | None, s
         return None, "unknown"
     path = _config_path(config)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json_input.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"--model-config {config!r}: cannot read {str(path)!r} as JSON "
                         f"({type(exc).__name__})") from None

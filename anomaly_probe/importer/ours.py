@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly_probe import json_input
 from anomaly_probe.errors import UserError
 from anomaly_probe.importer.columns import resolve_columns
 from anomaly_probe.importer.logs import TokenLog, assemble
@@ -85,7 +86,7 @@ def read_log(path: str, explicit: dict[str, str | None]) -> TokenLog:
     if int(m.group(1)) != VERSION:
         raise UserError(f"{path!r} is an anomaly-probe per-token log v{m.group(1)}; this version reads v{VERSION}")
     try:
-        meta = json.loads(m.group(2)) if m.group(2) else {}
+        meta = json_input.loads(m.group(2)) if m.group(2) else {}
     except json.JSONDecodeError as exc:
         raise UserError(f"{path!r} line 1: the header's JSON is not valid ({exc.msg})") from None
     if not isinstance(meta, dict):

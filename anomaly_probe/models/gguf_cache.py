@@ -2,7 +2,8 @@
 
 transformers dequantises GGUF on every load (~16 s for SmolLM2-135M). We save the dequantised weights,
 config and tokenizer to ``$ANOMALY_PROBE_CACHE`` (default ``~/.cache/anomaly-probe``) keyed by the
-file's name, size and mtime; later loads take well under a second.
+file's name, size and mtime; later loads take well under a second. A file that is not a readable GGUF
+(wrong magic bytes, truncated, corrupt) is bad input: one :class:`~anomaly_probe.errors.UserError` line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from anomaly_probe.errors import UserError
+
+GGUF_MAGIC = b"GGUF"
 
 def cache_root() -> Path:
     return Path(os.environ.get("ANOMALY_PROBE_CACHE", Path.home() / ".cache" / "anomaly-probe"))
@@ -36,10 +40,33 @@ def load_gguf(gguf_path: Path, dtype):
 
     target = converted_dir(gguf_path)
     if not (target / "model.safetensors").exists():
-        _convert(gguf_path, target)
+        _check_magic(gguf_path)
+        try:
+            _convert(gguf_path, target)
+        except Exception as exc:  # noqa: BLE001 - transformers/gguf raise anything on a corrupt file
+            from anomaly_probe.failures import is_out_of_memory
+
+            if is_out_of_memory(exc):
+                raise  # the caller names the remedy
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "(no message)"
+            kind = type(exc).__name__ if type(exc).__name__ != "error" else f"{type(exc).__module__}.error"
+            raise UserError(f"cannot read GGUF file {str(gguf_path)!r}: {kind}: {first}; is it a "
+                            "complete, uncorrupted GGUF checkpoint?") from None
     tokenizer = AutoTokenizer.from_pretrained(target)
     model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
     return model, tokenizer
+
+
+def _check_magic(gguf_path: Path) -> None:
+    """Refuse a file that does not start with the GGUF magic bytes (or cannot be read)."""
+    try:
+        with open(gguf_path, "rb") as f:
+            head = f.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise UserError(f"cannot read GGUF file {str(gguf_path)!r}: {exc.strerror or exc}") from None
+    if head != GGUF_MAGIC:
+        what = "it is empty" if not head else "it does not start with the GGUF magic bytes"
+        raise UserError(f"{str(gguf_path)!r} is not a GGUF file: {what}")
 
 
 def _convert(gguf_path: Path, target: Path) -> None:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from anomaly_probe import json_input
 from anomaly_probe.errors import UserError
 from anomaly_probe.rundir.files import safe_rel
 from anomaly_probe.rundir.schema import SCHEMA_VERSION, Results, validate
@@ -74,7 +75,7 @@ def read(path: str | Path, *, resume: bool = False) -> RunFolder:
     if not file.is_file():
         raise UserError(say.no_results())
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json_input.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UserError(say.bad_json(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
