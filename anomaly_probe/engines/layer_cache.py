@@ -10,9 +10,12 @@ positions the next query needs.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from anomaly_probe.engines.cache_ops import evict
+from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.engines.layers import CacheView, Layout, keep_for_next
 
 
@@ -69,10 +72,13 @@ class GroupCaches:
 
     def distances(self, k: int, q_abs: torch.Tensor, k_abs: torch.Tensor) -> torch.Tensor:
         """Query-to-key distances of group ``k`` for ALiBi, shape (Tq, Tk): true distances in absolute
-        mode, the group's in-cache distances otherwise (an evicted ALiBi cache compresses them)."""
+        mode, the group's in-cache distances otherwise: an ALiBi model recomputes its bias from cache
+        slots at every step, so an evicted cache compresses the distances in ``naive`` mode too."""
         t, j = q_abs[:, None], k_abs[None, :]
         if self.mode == "absolute":
             return (t - j).float()
         rule = self.layout.groups[k].rule
+        if isinstance(rule, CacheMethod) and self.mode == "naive":
+            rule = dataclasses.replace(rule, position_mode="in-cache")
         t, j = torch.broadcast_tensors(t, j)
         return (rule.query_position(t) - rule.key_position(t, j)).float()
