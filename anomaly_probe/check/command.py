@@ -13,7 +13,8 @@ def options_from_args(args: argparse.Namespace) -> CheckOptions:
     return CheckOptions(model=args.model, text=args.text, max_tokens=args.max_tokens, num_samples=args.num_samples,
                         method=args.method, sink_size=args.sink_size, recent_size=args.recent_size,
                         position_mode=args.position_mode, device=args.device, dtype=args.dtype, seed=args.seed,
-                        tolerance=args.tolerance, scorer=args.scorer, only=tuple(args.only or ()))
+                        tolerance=args.tolerance, scorer=args.scorer, only=tuple(args.only or ()),
+                        policy_on_sliding=bool(getattr(args, "policy_on_sliding", False)))
 
 
 def run_check(args: argparse.Namespace) -> int:
