@@ -6,10 +6,11 @@ with its sliding option) are not: a sliding layer already bounds its own cache, 
 into :class:`LayerGroup` s of equal window and layer type, each with its own rule:
 
 * full-attention layers follow the method (the policy under test);
-* sliding layers follow a plain window of ``window - 1`` cached tokens (what transformers' sliding
-  cache keeps), unless the policy is applied to them too (``--policy-on-sliding``, or a model with
-  no full-attention layer at all, such as Mistral v0.1: the policy then has nowhere else to act): then
-  they keep the method's sinks plus the most recent ``min(recent_size, window - 1)`` tokens.
+* sliding layers keep what transformers' sliding cache keeps (the last ``window - 1`` tokens), unless
+  the policy applies to them too (``--policy-on-sliding``, or a model with no full-attention layer at
+  all, such as Mistral v0.1, where the policy has nowhere else to act): then a key is kept only when the
+  policy keeps it *and* it lies within the window (:class:`WindowedPolicy`). The window always bounds a
+  sliding layer, so a cache that never evicts still equals the full cache.
 
 Positions. Every layer of a forward shares one ``position_ids`` (the query's position, set by the
 method's position mode), so a group whose rule places the query elsewhere gets its keys placed to
