@@ -214,3 +214,44 @@ def test_check_passes_on_a_hybrid_model():
     results = run_suite(ctx, all_checks(ctx.method))
     assert results and all(r.status in ("pass", "skip") for r in results), [(r.name, r.reason) for r in results]
     assert any(r.name.endswith("stepwise-vs-parallel") and r.status == "pass" for r in results)
+
+
+# ------------------------------------------------------------------------------------------ records
+def test_position_schemes_round_trip_and_report_table(tmp_path):
+    from anomaly_probe.reports.rundata import RunData
+    from anomaly_probe.reports.tables import position_schemes_table
+    from anomaly_probe.rundir.schema import Results
+
+    schemes = describe_schemes(layer_schemes(_model("tiny-gemma3")))
+    data = Results(model={"trained_context": 128, "sliding_window": 32}, position_schemes=schemes).to_dict()
+    assert data["position_schemes"] == schemes
+    assert Results.from_dict(data).position_schemes == schemes
+    assert "position_schemes" not in Results().to_dict()  # an import has none
+    table = position_schemes_table(RunData(tmp_path, data))
+    text = str([[c.text for c in row] for row in table.rows])
+    assert "0-1" in text and "base 10000" in text and "base 1e+06" in text and "window 32" in text
+    assert "Trained context (full-attention layers): 128" in table.caption and "sliding window: 32" in table.caption
+    assert position_schemes_table(RunData(tmp_path, {})) is None
+
+
+def test_loaded_model_reports_its_window_and_schemes():
+    from anomaly_probe.models import load_model
+
+    lm = load_model("tiny-gemma3", device=torch.device("cpu"), dtype=torch.float32)
+    assert (lm.trained_context, lm.sliding_window) == (128, SLIDING_WINDOW)
+    assert [s["attention"] for s in lm.position_schemes] == ["sliding", "full"]
+    assert load_model("tiny-llama", device=torch.device("cpu"), dtype=torch.float32).sliding_window is None
+
+
+def test_cli_policy_on_sliding_reaches_the_config():
+    from anomaly_probe.cli import build_parser
+    from anomaly_probe.run.command import config_from_args
+
+    args = build_parser().parse_args(["run", "--model", "tiny-gemma3", "--policy-on-sliding"])
+    assert config_from_args(args).policy_on_sliding is True
+    args = build_parser().parse_args(["run", "--model", "tiny-gemma3"])
+    assert config_from_args(args).policy_on_sliding is False
+    chk = build_parser().parse_args(["check", "--model", "tiny-gemma3", "--policy-on-sliding"])
+    from anomaly_probe.check.command import options_from_args
+
+    assert options_from_args(chk).policy_on_sliding is True
