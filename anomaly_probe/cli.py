@@ -130,7 +130,7 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     g.add_argument("--recent-size", type=_positive_or_any_int,
                    help="recent tokens kept (default 252); the window method keeps sink+recent recent tokens")
     g.add_argument("--position-mode", help="in-cache (default), absolute or naive")
-    g.add_argument("--policy-on-sliding", action="store_true", default=None,
+    g.add_argument("--policy-on-sliding", action="store_true",
                    help="apply the method to sliding-window layers too (default: full-attention layers only; "
                         "a model without full layers always gets it on its sliding layers)")
     g = run.add_argument_group("execution")

@@ -255,3 +255,12 @@ def test_cli_policy_on_sliding_reaches_the_config():
     from anomaly_probe.check.command import options_from_args
 
     assert options_from_args(chk).policy_on_sliding is True
+
+
+def test_resume_flags_hold_only_a_typed_policy_on_sliding():
+    from anomaly_probe.cli import build_parser
+
+    given, _ = build_parser(defaults=False).parse_known_args(["run", "--resume", "x"])
+    assert "policy_on_sliding" not in vars(given)
+    given, _ = build_parser(defaults=False).parse_known_args(["run", "--resume", "x", "--policy-on-sliding"])
+    assert vars(given)["policy_on_sliding"] is True

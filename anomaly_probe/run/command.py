@@ -35,7 +35,7 @@ def config_from_args(args: argparse.Namespace):
         recent_size=args.recent_size, position_mode=args.position_mode, engine=args.engine,
         chunk_size=args.chunk_size, device=args.device, dtype=args.dtype, seed=args.seed, out=args.out,
         hypotheses=resolve_hypotheses(args.hypothesis), probes=args.probes, stepwise_tokens=args.stepwise_tokens,
-        policy_on_sliding=bool(args.policy_on_sliding),
+        policy_on_sliding=args.policy_on_sliding,
     )
 
 
