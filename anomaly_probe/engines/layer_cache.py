@@ -15,8 +15,8 @@ import dataclasses
 import torch
 
 from anomaly_probe.engines.cache_ops import evict
-from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.engines.layers import CacheView, Layout, keep_for_next
+from anomaly_probe.methods.base import CacheMethod
 
 
 class GroupCaches:

@@ -23,7 +23,6 @@ from the full layers' cache length). ALiBi models use the same distances as a bi
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -103,10 +102,6 @@ class Layout:
     def alibi(self) -> bool:
         return any(s.kind == "alibi" for s in self.schemes)
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.schemes)
-
     def layered_steps(self, mode: str) -> bool:
         """Whether one-token steps need the per-group path: anything but uniform layers, except ALiBi
         outside ``absolute`` mode (the model's own slot-based bias is the compressed distance)."""
@@ -114,9 +109,6 @@ class Layout:
             return False
         return not (self.alibi and len(self.groups) == 1 and self.groups[0].window is None and mode != "absolute")
 
-    def group_index(self, layer: int) -> int:
-        """Index in :attr:`groups` of the group holding decoder layer ``layer``."""
-        return next(k for k, g in enumerate(self.groups) if layer in g.layers)
 
 
 POLICY_ON_SLIDING: ContextVar[bool] = ContextVar("anomaly_probe_policy_on_sliding", default=False)

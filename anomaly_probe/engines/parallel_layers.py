@@ -13,9 +13,7 @@ block (:mod:`anomaly_probe.attention.alibi`).
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
