@@ -264,3 +264,20 @@ def test_resume_flags_hold_only_a_typed_policy_on_sliding():
     assert "policy_on_sliding" not in vars(given)
     given, _ = build_parser(defaults=False).parse_known_args(["run", "--resume", "x", "--policy-on-sliding"])
     assert vars(given)["policy_on_sliding"] is True
+
+
+def test_an_intervention_the_model_cannot_take_fails_its_verdict_not_the_run(tmp_path):
+    """BLOOM's attention cannot be switched, so the numerics intervention cannot run on it: that unit is
+    a recorded failure and the numerics verdict is ERROR quoting it; the other units and verdicts run."""
+    import json
+
+    from anomaly_probe.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--model", "tiny-bloom", "--hypothesis", "numerics", "--max-tokens", "100",
+                 "--recent-size", "20", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [f["key"] for f in results["failures"]] and "cannot run on this model" in results["failures"][0]["error"]
+    (verdict,) = [v for v in results["verdicts"] if v["hypothesis"] == "numerics"]
+    assert verdict["status"] == "error" and results["status"] == "complete"
+    assert results["position_schemes"][0]["position"] == "alibi"

@@ -80,8 +80,15 @@ def run_units(session: Session, units: list[Unit]) -> dict[str, str]:
             oom = False
             try:
                 session.score(u, progress=advance)
-            except UserError:
-                raise
+            except UserError as exc:
+                if u.intervention == "none":
+                    raise
+                # the model cannot take this intervention (e.g. BLOOM's attention cannot be switched): only
+                # the verdicts that need it fail (ERROR, quoting this line); the run goes on
+                failed[u.key] = f"{u.intervention} cannot run on this model: {exc}"
+                session.failures.append(Failure(u.key, failed[u.key]))
+                session.save()
+                bars.console.print(f"failed: {u.key}: {failed[u.key]}", markup=False, highlight=False)
             except Exception as exc:  # noqa: BLE001 - one failed unit must not lose the others
                 oom = is_out_of_memory(exc)
                 failed[u.key] = failure_message(exc, u, session.config.chunk_size, dtype_name(session.dtype),
