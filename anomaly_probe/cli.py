@@ -25,6 +25,7 @@ exit code: 0 done, 1 finished with failed units or the run folder could not be w
 
 EPILOG_CHECK = """examples:
   anomaly-probe check                                            # reference engines on tiny-neox (seconds)
+  anomaly-probe check --model tiny-gemma3                        # a hybrid sliding/full model, two RoPE bases
   anomaly-probe check --scorer my_eval.py:score --junit check.xml  # your scorer vs the reference, for CI
   anomaly-probe check --model EleutherAI/pythia-70m --max-tokens 600 --recent-size 252 --only engines
 exit code: 0 all checks passed, 1 a check failed, 2 bad input (flags, --scorer, scorer output)
@@ -140,6 +141,9 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     g.add_argument("--position-mode", help="in-cache (default), absolute or naive")
     g.add_argument("--compress-every", type=_positive_or_any_int, metavar="C",
                    help="evict every C tokens (default 1); C > 1: the chunked engine scores C tokens per forward")
+    g.add_argument("--policy-on-sliding", action="store_true",
+                   help="apply the method to sliding-window layers too (default: full-attention layers only; "
+                        "a model without full layers always gets it on its sliding layers)")
     g = run.add_argument_group("execution")
     g.add_argument("--engine", help=f"one of {', '.join(ENGINE_CHOICES)}")
     g.add_argument("--chunk-size", type=_positive_or_any_int, help="queries per forward in the batched engine")
@@ -193,6 +197,8 @@ def _add_check_arguments(chk: argparse.ArgumentParser) -> None:
     g.add_argument("--position-mode", default="in-cache", help="in-cache (default), absolute or naive")
     g.add_argument("--compress-every", type=_positive_or_any_int, default=1, metavar="C",
                    help="evict every C tokens (default 1)")
+    g.add_argument("--policy-on-sliding", action="store_true",
+                   help="apply the method to sliding-window layers too (default: full-attention layers only)")
     g = chk.add_argument_group("checks and output")
     g.add_argument("--scorer", default=None, metavar="MODULE:FUNCTION",
                    help="your scorer, module:function or path/file.py:function; "

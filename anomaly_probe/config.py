@@ -43,6 +43,7 @@ class RunConfig:
     hypotheses: list[str] = field(default_factory=lambda: ["none"])
     probes: str = "auto"
     stepwise_tokens: int = 1024  # eval-bias token loop: prefix scored per sample (0: whole sample)
+    policy_on_sliding: bool = False  # apply the method to sliding-window layers too (default: full layers only)
 
     def to_dict(self) -> dict:
         return asdict(self)

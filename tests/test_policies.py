@@ -419,3 +419,16 @@ def test_capture_attention_is_sdpa_and_hands_over_the_weights_per_kv_head(kv_hea
     assert torch.allclose(got[3].last, w[:, -1], atol=1e-6)
     summed = torch.stack([w[h * G:(h + 1) * G].mean(0).sum(0) for h in range(kv_heads)])  # (Hkv, Tk)
     assert torch.allclose(got[3].summed, summed, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["tiny-gemma3", "tiny-bloom"])
+def test_a_policy_on_a_model_with_sliding_or_alibi_layers_is_one_clear_error(family):
+    from anomaly_probe.errors import UserError
+    from anomaly_probe.models.tiny_families import build_tiny
+
+    model, _ = build_tiny(family, seed=0)
+    ids = torch.arange(40)
+    with pytest.raises(UserError, match="sliding-window or ALiBi layers"):
+        score_stepwise(model, ids, H2O(heavy_size=8, recent_size=8))
+    with pytest.raises(UserError, match="sliding-window or ALiBi layers"):
+        score_chunked(model, ids, H2O(heavy_size=8, recent_size=8, compress_every=8))

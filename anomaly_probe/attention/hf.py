@@ -120,3 +120,40 @@ def is_plain_cache_layer(layer) -> bool:
     from transformers.cache_utils import DynamicLayer
 
     return type(layer) is DynamicLayer
+
+
+def layer_windows(config) -> list[int | None]:
+    """The sliding window of each decoder layer as transformers' ``DynamicCache`` builds it for ``config``
+    (keys a query sees, itself included), ``None`` for a full-attention layer."""
+    from transformers import DynamicCache
+
+    layers = DynamicCache(config=config).layers
+    return [int(layer.sliding_window) if getattr(layer, "is_sliding", False) else None for layer in layers]
+
+
+def plain_cache():
+    """A ``DynamicCache`` of plain full-attention layers whatever the model: the engines that bound
+    sliding layers themselves (and pass explicit masks) use it."""
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+ALIBI_KWARG = "alibi"
+"""The keyword argument under which BLOOM's model hands each block its ALiBi bias, shape (B*H, 1 or Tq, Tk)."""
+
+
+def alibi_blocks(model: torch.nn.Module) -> list[torch.nn.Module] | None:
+    """The decoder blocks that take an ALiBi bias argument (BLOOM), or ``None`` when the model has none."""
+    base = getattr(model, "transformer", None)
+    blocks = getattr(base, "h", None)
+    if getattr(model.config, "model_type", None) != "bloom" or blocks is None:
+        return None
+    return list(blocks)
+
+
+def alibi_slopes(model: torch.nn.Module) -> torch.Tensor:
+    """BLOOM's ALiBi slope per head, shape (H,), float32."""
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    return _get_alibi_slopes(model.config.n_head, torch.device("cpu")).float()

@@ -15,7 +15,8 @@ def options_from_args(args: argparse.Namespace) -> CheckOptions:
                         position_mode=args.position_mode, method_args=tuple(getattr(args, "method_args", None) or ()),
                         compress_every=getattr(args, "compress_every", 1), device=args.device, dtype=args.dtype, seed=args.seed,
                         tolerance=args.tolerance, scorer=args.scorer, only=tuple(args.only or ()),
-                        scorer_timeout=args.scorer_timeout)
+                        scorer_timeout=args.scorer_timeout,
+                        policy_on_sliding=bool(getattr(args, "policy_on_sliding", False)))
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ class CheckOptions:
     tolerance: float | None = None  # None: the dtype's tolerance from Thresholds (fp32 1e-4 nats)
     scorer: str | None = None
     scorer_timeout: float = 600.0  # seconds per scorer call (one sample): generous, it only stops a hang
+    policy_on_sliding: bool = False  # apply the method to sliding-window layers too
     only: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
@@ -144,9 +145,12 @@ class CheckContext:
         """Score arbitrary ``ids`` (shape (T,)); not memoised."""
         from anomaly_probe.engines import ENGINES, pick_engine
 
+        from anomaly_probe.engines.layers import sliding_policy
+
         fn = ENGINES.get(pick_engine(engine, method))
         kwargs = {"observer": observer} if observer is not None else {}
-        return fn(self.model, ids, method, **kwargs)
+        with sliding_policy(self.options.policy_on_sliding):
+            return fn(self.model, ids, method, **kwargs)
 
     def memoised(self) -> dict[tuple, object]:
         """Every memoised scoring, keyed by (method label, engine, sample)."""

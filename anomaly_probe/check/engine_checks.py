@@ -28,11 +28,12 @@ class Check:
 
 
 def _rope_missing(ctx: CheckContext) -> str | None:
-    """Why the in-cache position mode cannot run on this model, or None when it can."""
-    from anomaly_probe.models.rope import find_rope
+    """Why the in-cache position mode cannot run on this model (no RoPE or ALiBi in some layer, dynamic
+    RoPE), or None when it can."""
+    from anomaly_probe.models.positions import layer_schemes, rope_for_mode
 
     try:
-        find_rope(ctx.model)
+        rope_for_mode(layer_schemes(ctx.model), "in-cache", ctx.model.config.model_type)
     except UserError as exc:
         return str(exc)
     return None
@@ -81,9 +82,10 @@ def probes_leave_logits_unchanged(ctx: CheckContext) -> CheckResult:
     try:
         from anomaly_probe.probes import ProbeSession
 
-        with ProbeSession(ctx.model, ("attention", "cache", "process")) as probes:
+        names, why_not = _attachable_probes(ctx, method)
+        with ProbeSession(ctx.model, names) as probes:
             probed = ctx.score_ids(method, "stepwise", ctx.samples[0], observer=probes).nll
-        how = "attention, cache and process probes attached"
+        how = f"{', '.join(names[:-1])} and {names[-1]} probes attached{why_not}"
     except (ImportError, AttributeError, TypeError) as exc:  # probes API not usable: pass-through attention
         probed = _passthrough_score(ctx, method)
         how = f"probes not attachable ({type(exc).__name__}); attention switched to a pass-through instead"
@@ -91,6 +93,20 @@ def probes_leave_logits_unchanged(ctx: CheckContext) -> CheckResult:
     if result.status == PASS and result.observed == 0.0:
         result.reason += " (bitwise identical)"
     return result
+
+
+def _attachable_probes(ctx: CheckContext, method) -> tuple[tuple[str, ...], str]:
+    """The probes this model can carry, and why the attention probe is left out (or "")."""
+    from anomaly_probe.engines.layers import model_layout
+    from anomaly_probe.probes.attention_hook import check_hookable
+
+    try:
+        check_hookable(ctx.model)
+    except UserError:
+        return ("cache", "process"), " (the attention probe cannot wrap this model's attention)"
+    if len(model_layout(ctx.model, method).groups) > 1:
+        return ("cache", "process"), " (the attention probe does not follow per-layer caches of sliding/hybrid layers)"
+    return ("attention", "cache", "process"), ""
 
 
 def _passthrough_score(ctx: CheckContext, method) -> np.ndarray:
@@ -118,7 +134,7 @@ def same_seed_identical(ctx: CheckContext) -> CheckResult:
     fn = ENGINES.get(engine)
     torch.manual_seed(o.seed)
     first = fn(ctx.model, ctx.samples[0], ctx.method).nll
-    rebuilt = o.model == "tiny-neox"
+    rebuilt = o.model.startswith("tiny-")  # the seeded tiny models are rebuilt from the seed
     model = load_model(o.model, device=ctx.device, dtype=ctx.dtype, seed=o.seed).model if rebuilt else ctx.model
     torch.manual_seed(o.seed)
     second = fn(model, ctx.samples[0], ctx.method).nll

@@ -23,6 +23,8 @@ import time
 import numpy as np
 import torch
 
+from anomaly_probe.errors import UserError
+
 from anomaly_probe.engines.cache_ops import check_cache
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
 from anomaly_probe.engines.policy_attention import CAPTURE, policy_attention_enabled
@@ -68,6 +70,12 @@ def score_policy(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
     """
     from transformers import DynamicCache
 
+    from anomaly_probe.engines.layers import model_layout
+
+    if not model_layout(model, method).uniform:
+        raise UserError(f"{method.label()}: the policy engines need a model whose layers all attend fully with RoPE "
+                        "(Llama, Qwen, GPT-NeoX families); this model has sliding-window or ALiBi layers, which only "
+                        "the streaming_llm, window and full methods support so far")
     device = next(model.parameters()).device
     ids = ids.to(device)
     T = ids.numel()

@@ -29,6 +29,8 @@ from anomaly_probe.config import DEFAULT_CHUNK
 from anomaly_probe.engines.cache_ops import check_cache, evict
 from anomaly_probe.engines.chunk_frames import ChunkFrames
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
+from anomaly_probe.engines.layers import model_layout
+from anomaly_probe.engines.parallel_layers import score_parallel_layered
 from anomaly_probe.engines.parallel_attention import CURRENT_PLAN, AttentionPlan, parallel_attention_enabled
 from anomaly_probe.engines.scores import TokenScores
 from anomaly_probe.errors import UserError
@@ -99,13 +101,14 @@ def score_parallel(model: torch.nn.Module, ids: torch.Tensor, method: CacheMetho
     T = ids.numel()
     cache = DynamicCache(config=model.config)
     mode = "absolute" if method.is_full else method.position_mode
+    layout = model_layout(model, method)
+    if not layout.uniform:  # sliding/hybrid layers, ALiBi
+        return score_parallel_layered(model, ids, method, layout, progress, observer, chunk_size, block_size, banded)
     cap = method.capacity
     sink = 0 if method.is_full else method.sink_size
     frames = rope = None
     if mode == "in-cache":
-        from anomaly_probe.models.rope import find_rope
-
-        rope = find_rope(model)
+        rope = layout.schemes[0].rope
         frames = ChunkFrames(rope, model.config.num_hidden_layers, sink)
 
     rss = RssMeter()

@@ -70,6 +70,7 @@ class AttentionPlan:
     sink_shift: torch.Tensor | None = None
     rope: RopeSpec | None = None
     band: Band | None = None
+    windowed: bool = False  # the mask already holds the layer's sliding window
 
     @classmethod
     def build(cls, visible: torch.Tensor, block: int, n_sink_cols: int = 0,
@@ -95,7 +96,7 @@ class AttentionPlan:
         return cls(blocks=blocks, n_sink_cols=n_sink_cols, sink_shift=sink_shift, rope=rope, band=band)
 
 
-CURRENT_PLAN: ContextVar[AttentionPlan | None] = ContextVar("anomaly_probe_attention_plan", default=None)
+CURRENT_PLAN: ContextVar[AttentionPlan | dict[int, AttentionPlan] | None] = ContextVar("anomaly_probe_attention_plan", default=None)
 
 
 def parallel_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -122,9 +123,12 @@ def parallel_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.
         Output of shape (B, Tq, H, Dv) in ``query.dtype``, and ``None`` (no weights are returned).
     """
     plan = CURRENT_PLAN.get()
+    if isinstance(plan, dict):  # layered models: one plan per decoder layer
+        plan = plan.get(getattr(module, "layer_idx", None))
     if plan is None or attention_mask is None or attention_mask.dtype != torch.bool or attention_mask.dim() != 4:
         raise RuntimeError("the parallel attention runs only inside the parallel engine, with its boolean 4D mask")
-    unsupported = [name for name in ("softcap", "sliding_window", "s_aux") if _kwargs.get(name) is not None]
+    unsupported = [name for name in ("softcap", "sliding_window", "s_aux") if _kwargs.get(name) is not None
+                   and not (name == "sliding_window" and plan.windowed)]
     if unsupported:
         raise UserError(f"the parallel engine does not support attention with {', '.join(unsupported)}; "
                         "use --engine stepwise")

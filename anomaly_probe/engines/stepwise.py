@@ -16,7 +16,9 @@ import torch
 
 from anomaly_probe.engines.cache_ops import InCacheRotator, check_cache, evict
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
+from anomaly_probe.engines.layers import model_layout
 from anomaly_probe.engines.scores import TokenScores
+from anomaly_probe.engines.stepwise_layers import score_stepwise_layered
 from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.step_context import CURRENT_STEP, StepInfo, StepObserver
 
@@ -58,11 +60,12 @@ def score_stepwise(model: torch.nn.Module, ids: torch.Tensor, method: CacheMetho
     T = ids.numel()
     cache = DynamicCache(config=model.config)
     mode = "absolute" if method.is_full else method.position_mode
+    layout = model_layout(model, method)
+    if layout.layered_steps(mode):  # sliding/hybrid layers, ALiBi in absolute mode
+        return score_stepwise_layered(model, ids, method, layout, progress, observer)
     rotator = None
-    if mode == "in-cache":
-        from anomaly_probe.models.rope import find_rope
-
-        rotator = InCacheRotator(find_rope(model), model.config.num_hidden_layers)
+    if mode == "in-cache" and not layout.alibi:  # ALiBi: the model's slot-based bias is the in-cache one
+        rotator = InCacheRotator(layout.schemes[0].rope, model.config.num_hidden_layers)
 
     rss = RssMeter()
     logits_buf: list[torch.Tensor] = []

@@ -15,7 +15,9 @@ import torch
 
 from anomaly_probe.errors import UserError
 
-BUILTIN_MODELS = ("smollm2-135m", "tiny-neox")
+BUILTIN_MODELS = ("smollm2-135m", "tiny-neox", "tiny-llama", "tiny-mistral", "tiny-gemma3", "tiny-bloom")
+"""``--model`` names built in: the default model and the seeded tiny test models, one per family
+(:mod:`anomaly_probe.models.tiny_families`)."""
 
 
 @dataclass
@@ -55,6 +57,19 @@ class LoadedModel:
         """Parameters of the model (tied weights counted once): the model size a sweep regresses on."""
         return int(sum(p.numel() for p in self.model.parameters()))
 
+    @property
+    def position_schemes(self) -> list[dict]:
+        """How each layer encodes positions (``results.json`` ``position_schemes``)."""
+        from anomaly_probe.models.positions import describe_schemes, layer_schemes
+
+        return describe_schemes(layer_schemes(self.model))
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The smallest sliding window of the model's layers, ``None`` when every layer attends fully."""
+        windows = [s["window"] for s in self.position_schemes if s.get("window")]
+        return min(windows) if windows else None
+
 
 def load_model(spec: str, *, device: torch.device, dtype: torch.dtype, trained_context: int | None = None,
                seed: int = 0) -> LoadedModel:
@@ -82,6 +97,11 @@ def _load(spec: str, dtype: torch.dtype, seed: int):
             sized = {} if spec == "tiny-neox" else {"size": parse_size(spec)}
             model, tok = build_tiny_neox(seed=seed, **sized)
             return model, tok, "random GPT-NeoX built in code (seeded)"
+    if spec.startswith("tiny-") and spec in BUILTIN_MODELS:
+        from anomaly_probe.models.tiny_families import build_tiny
+
+        model, tok = build_tiny(spec, seed=seed)
+        return model, tok, f"random {type(model).__name__} built in code (seeded)"
     if spec == "smollm2-135m":
         from anomaly_probe.models.gguf_cache import load_gguf
         from anomaly_probe.models.smollm2 import find_gguf

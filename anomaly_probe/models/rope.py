@@ -3,7 +3,8 @@
 HF applies RoPE before a key enters the cache, so a cached key ``k`` at position ``p`` is ``R(p) k0``.
 Because rotations compose, ``R(d) R(p) k0 = R(p + d) k0``: a key can be moved to another position
 without its pre-RoPE value. Both GPT-NeoX (partial rotary, ``rotary_pct``) and Llama use the
-"rotate_half" layout on the first ``rotary_ndims`` channels, which is all this module supports.
+"rotate_half" layout on the first ``rotary_ndims`` channels, which is all this module supports. Which
+layer rotates with which frequencies is found by :mod:`anomaly_probe.models.positions`.
 """
 
 from __future__ import annotations
@@ -61,22 +62,25 @@ class RopeSpec:
 
 
 def find_rope(model: torch.nn.Module) -> RopeSpec:
-    """Find the rotary embedding of a HF causal LM.
+    """The rotary embedding every layer of a HF causal LM shares (one-rule scorers such as a user's).
+
+    Models whose layers rotate differently (Gemma 3's local and global bases) have one per layer:
+    :func:`anomaly_probe.models.positions.layer_schemes`, which the engines use.
 
     Raises
     ------
     UserError
-        When the model has no (or an unsupported) rotary embedding.
+        When some layer has no rotary embedding, a dynamic one, or the layers do not share one.
     """
-    config = model.config
-    for _name, module in model.named_modules():
-        inv_freq = getattr(module, "inv_freq", None)
-        if isinstance(inv_freq, torch.Tensor):
-            rope_type = getattr(module, "rope_type", "default")
-            if rope_type == "dynamic":
-                raise UserError("dynamic RoPE scaling changes frequencies with length; position modes need a fixed RoPE")
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            return RopeSpec(inv_freq=inv_freq.detach().float().cpu(), head_dim=head_dim)
-    raise UserError(
-        f"model type {config.model_type!r} has no rotary embedding; position modes other than 'absolute' need RoPE"
-    )
+    from anomaly_probe.models.positions import layer_schemes, rope_for_mode
+
+    schemes = layer_schemes(model)
+    rope_for_mode(schemes, "in-cache", model.config.model_type)
+    ropes = [s.rope for s in schemes]
+    if any(r is None for r in ropes):
+        raise UserError(f"model type {model.config.model_type!r} has no rotary embedding; position modes other "
+                        "than 'absolute' need RoPE (or ALiBi, which the engines handle)")
+    if any(not torch.equal(r.inv_freq, ropes[0].inv_freq) for r in ropes):
+        raise UserError(f"model type {model.config.model_type!r} rotates its layers differently (one RoPE per "
+                        "layer type); use the engines, which re-rotate each layer with its own")
+    return ropes[0]

@@ -107,6 +107,7 @@ def details(data: RunData) -> Section:
     section = Section("Run details", id="details")
     section.add(tables.runs_table(data))
     section.add(tables.environment_table(data))
+    section.add(tables.position_schemes_table(data))
     section.add(tables.config_table(data))
     section.add(tables.key_value_table("Experiment settings", data.results.get("experiment_settings")))
     command = command_line(data.section("environment").get("argv"))

@@ -176,3 +176,31 @@ def config_table(data: RunData) -> Table | None:
     if not config:
         return None
     return Table("Resolved configuration", ["option", "value"], [[Cell(k), Cell(plain(v))] for k, v in config.items()])
+
+
+def position_schemes_table(data: RunData) -> Table | None:
+    """How each decoder layer encodes positions (results.json ``position_schemes``), with the trained
+    context of the full-attention layers and the sliding window beside it."""
+    schemes = data.listing("position_schemes")
+    if not schemes:
+        return None
+    rows = []
+    for s in schemes:
+        layers = s.get("layers") if isinstance(s.get("layers"), list) else []
+        span = (f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}" if layers == list(
+            range(layers[0], layers[-1] + 1)) else ", ".join(map(str, layers))) if layers else "?"
+        pos = str(s.get("position", "?"))
+        if pos == "rope":
+            base = s.get("base")
+            pos = (f"RoPE ({s.get('rope_type')}{f', base {base:g}' if isinstance(base, (int, float)) else ''}), "
+                   f"{s.get('rotary_dims')}/{s.get('head_dim')} rotary dims")
+        elif pos == "alibi":
+            pos = "ALiBi"
+        window = s.get("window")
+        attention = f"sliding, window {window} tokens" if window else "full"
+        rows.append([Cell(span), Cell(plain(s.get("layer_type") or "")), Cell(pos), Cell(attention)])
+    model = data.section("model")
+    caption = (f"Trained context (full-attention layers): {plain(model.get('trained_context'))} tokens; "
+               f"sliding window: {plain(model.get('sliding_window')) if model.get('sliding_window') else 'none'}.")
+    return Table("Position scheme per layer", ["layers", "layer type", "positions", "attention"], rows,
+                 caption=caption)

@@ -40,6 +40,7 @@ def config_from_args(args: argparse.Namespace):
         chunk_size=args.chunk_size, device=args.device, dtype=args.dtype, seed=args.seed,
         out=local_path(args.out, "out"),
         hypotheses=resolve_hypotheses(args.hypothesis), probes=args.probes, stepwise_tokens=args.stepwise_tokens,
+        policy_on_sliding=args.policy_on_sliding,
     )
 
 

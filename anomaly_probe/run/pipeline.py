@@ -6,6 +6,7 @@ from anomaly_probe.errors import UserError
 from anomaly_probe.hypotheses.base import ExperimentSettings
 from anomaly_probe.ranking import rank
 from anomaly_probe.rundir import Failure
+from anomaly_probe.rundir.files import WriteError
 from anomaly_probe.run.judging import headline, judge, plan, regions, role_entries
 from anomaly_probe.run.session import Session
 from anomaly_probe.run.units import Unit
@@ -81,8 +82,15 @@ def run_units(session: Session, units: list[Unit]) -> dict[str, str]:
             oom = False
             try:
                 session.score(u, progress=advance)
-            except UserError:  # bad input, or the run folder cannot be written (WriteError): the run stops
-                raise
+            except UserError as exc:
+                if u.intervention == "none" or isinstance(exc, WriteError):  # bad input or a folder that
+                    raise  # cannot be written: the run stops (resumable)
+                # the model cannot take this intervention (e.g. BLOOM's attention cannot be switched): only
+                # the verdicts that need it fail (ERROR, quoting this line); the run goes on
+                failed[u.key] = f"{u.intervention} cannot run on this model: {exc}"
+                session.failures.append(Failure(u.key, failed[u.key]))
+                session.save()
+                bars.console.print(f"failed: {u.key}: {failed[u.key]}", markup=False, highlight=False)
             except Exception as exc:  # noqa: BLE001 - one failed unit must not lose the others
                 oom = is_out_of_memory(exc)
                 failed[u.key] = failure_message(exc, u, session.config.chunk_size, dtype_name(session.dtype),

@@ -17,6 +17,7 @@ from anomaly_probe.attention.hf import current_implementation
 from anomaly_probe.config import RunConfig
 from anomaly_probe.device import dtype_name, resolve_device, resolve_dtype
 from anomaly_probe.engines import CHUNKED_ENGINES, ENGINES, pick_engine
+from anomaly_probe.engines.layers import sliding_policy
 from anomaly_probe.environment import describe_environment
 from anomaly_probe.errors import UserError
 from anomaly_probe.interventions import apply_intervention
@@ -182,7 +183,8 @@ class Session:
         ids = self._samples[unit.max_tokens][unit.sample][:unit.n_tokens]
         intervention_info: dict = {}
         probes = ProbeSession(self.loaded.model, parse_probes(self.config.probes))
-        with apply_intervention(unit.intervention, self.loaded.model, intervention_info), probes:
+        with apply_intervention(unit.intervention, self.loaded.model, intervention_info), probes, \
+                sliding_policy(self.config.policy_on_sliding):
             scores = fn(self.loaded.model, ids, unit.method, progress=progress or (lambda n: None),
                         observer=probes.observer, **kwargs)
         nonfinite = self._locate_nonfinite(unit, ids, scores, kwargs)
@@ -233,7 +235,7 @@ class Session:
         name = "none" if unit.intervention.startswith("ballast-") else unit.intervention
 
         def rerun():
-            with apply_intervention(name, self.loaded.model):
+            with apply_intervention(name, self.loaded.model), sliding_policy(self.config.policy_on_sliding):
                 return ENGINES.get(unit.engine)(self.loaded.model, ids[:first + 2], unit.method, **kwargs)
 
         return finding | locate_layer(self.loaded.model, rerun, first)
@@ -257,7 +259,9 @@ class Session:
         return Results(
             status=self.status, environment=self.environment, config=self.config.to_dict(),
             model={"spec": lm.spec, "source": lm.source, "arch": lm.arch, "trained_context": lm.trained_context,
-                   "num_layers": lm.num_layers, "num_parameters": lm.num_parameters},
+                   "num_layers": lm.num_layers, "num_parameters": lm.num_parameters,
+                   "sliding_window": lm.sliding_window},
+            position_schemes=lm.position_schemes,
             method=self.method.describe() | {"label": self.method.label()},
             runs=self.runs, comparisons=self.comparisons, verdicts=self.verdicts, headline=self.headline,
             failures=self.failures, inputs=self.inputs,

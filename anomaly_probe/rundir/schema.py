@@ -11,7 +11,12 @@ Schema (version 1), every top-level key::
                         platform, device, dtype, files, notes, argv
     config              run: the resolved RunConfig; import: ``command: "import"``, the files, columns and
                         model facts it was given
-    model               spec, source, arch, trained_context, num_layers, num_parameters (run)
+    model               spec, source, arch, trained_context (the full-attention layers'), num_layers,
+                        num_parameters (run),
+                        sliding_window (the sliding layers' window, or null)
+    position_schemes[]  run only: how each decoder layer encodes positions, one entry per run of equal layers
+                        (layers, position rope/alibi/none, attention full/sliding, window, layer_type, and for
+                        RoPE rope_type, base, rotary_dims, head_dim; ``models.positions.describe_schemes``)
     method              the method under test: CacheMethod.describe() plus ``label``
     runs[]              :class:`~anomaly_probe.rundir.records.UnitRecord`, one per scored unit
                         (tokens/<key>.npz holds nll, correct, query_pos, n_keys)
@@ -48,7 +53,7 @@ from anomaly_probe.verdict import Verdict
 
 SCHEMA_VERSION = 1
 
-_OPTIONAL = ("inputs", "thresholds", "experiment_settings", "analysis_regions", "alignment")
+_OPTIONAL = ("inputs", "thresholds", "experiment_settings", "analysis_regions", "alignment", "position_schemes")
 """Top-level keys left out while None (an import has no inputs; a run without hypotheses no regions)."""
 
 
@@ -72,6 +77,7 @@ class Results:
     analysis_regions: list[dict] | None = None
     roles: list[RoleEntry] = field(default_factory=list)
     alignment: dict | None = None
+    position_schemes: list[dict] | None = None
     extra: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -124,7 +130,9 @@ class Results:
                                  else None),
             analysis_regions=[r for r in regions if isinstance(r, dict)] if isinstance(regions, list) else None,
             roles=listing("roles", RoleEntry),
-            alignment=data.get("alignment") if isinstance(data.get("alignment"), dict) else None, extra={k: v for k, v in data.items() if k not in known},
+            alignment=data.get("alignment") if isinstance(data.get("alignment"), dict) else None,
+            position_schemes=([p for p in data["position_schemes"] if isinstance(p, dict)]
+                              if isinstance(data.get("position_schemes"), list) else None), extra={k: v for k, v in data.items() if k not in known},
             schema_version=data.get("schema_version", SCHEMA_VERSION),
         )
 
