@@ -275,9 +275,9 @@ def test_an_intervention_the_model_cannot_take_fails_its_verdict_not_the_run(tmp
 
     out = tmp_path / "run"
     assert main(["run", "--model", "tiny-bloom", "--hypothesis", "numerics", "--max-tokens", "100",
-                 "--recent-size", "20", "--out", str(out)]) == 0
+                 "--recent-size", "20", "--out", str(out)]) == 1  # units failed: exit 1
     results = json.loads((out / "results.json").read_text())
     assert [f["key"] for f in results["failures"]] and "cannot run on this model" in results["failures"][0]["error"]
     (verdict,) = [v for v in results["verdicts"] if v["hypothesis"] == "numerics"]
-    assert verdict["status"] == "error" and results["status"] == "complete"
+    assert verdict["status"] == "error" and results["status"] == "partial"
     assert results["position_schemes"][0]["position"] == "alibi"

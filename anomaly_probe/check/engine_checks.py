@@ -196,7 +196,12 @@ def policy_stepwise_vs_chunked(ctx: CheckContext) -> CheckResult:
 
     from anomaly_probe.engines.chunked import chunk_queries
 
+    from anomaly_probe.engines.layers import model_layout
+
     method = ctx.method
+    if method.uses_base_rule and not model_layout(ctx.model, method).uniform:
+        return CheckResult("", SKIP, f"{method.label()}: the chunked engine needs layers that all attend fully with "
+                                     "RoPE; this model's sliding/ALiBi layers are checked by stepwise vs parallel")
     if chunk_queries(method) == 1:
         method = dataclasses.replace(method, compress_every=8)
     if method.capacity is not None and _needs_rope(method.position_mode) and (why := _rope_missing(ctx)):
