@@ -252,8 +252,8 @@ def _position(value, col: str, path: str, line: int, shift: int) -> int:
             pos = int(x) if math.isfinite(x) and x == int(x) else None
     if pos is None or not 0 <= pos + shift < MAX_POSITION:
         shown = value.strip()[:40] if isinstance(value, str) else value
-        raise UserError(f"{path!r} line {line}: position {col!r} = {shown!r} is not a token index: "
-                        f"expected a whole number in {-shift}..{MAX_POSITION - 1 - shift} (2**53 - 1)")
+        raise UserError(f"{path!r} line {line}: position {col!r} = {shown!r} is not a token index "
+                        f"(not a whole number in {-shift}..{MAX_POSITION - 1 - shift} = 2**53 - 1)")
     return pos + shift
 
 
