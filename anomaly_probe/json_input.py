@@ -15,8 +15,8 @@ MAX_DEPTH = 100
 """Deepest nesting of arrays/objects accepted (results.json and per-token logs use fewer than 10)."""
 
 
-def loads(text: str):
-    """``json.loads(text)``, refusing nesting deeper than :data:`MAX_DEPTH`.
+def loads(text: str, object_pairs_hook=None):
+    """``json.loads(text, object_pairs_hook=...)``, refusing nesting deeper than :data:`MAX_DEPTH`.
 
     Raises
     ------
@@ -24,7 +24,7 @@ def loads(text: str):
         Malformed JSON, or nested too deeply (the message says so).
     """
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=object_pairs_hook)
     except RecursionError:
         raise json.JSONDecodeError(f"nested too deeply (more than {MAX_DEPTH} levels)", text, 0) from None
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:  # count: cheap, in C

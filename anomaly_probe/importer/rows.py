@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from anomaly_probe import json_input
 from anomaly_probe.errors import UserError
 
 
@@ -175,7 +176,7 @@ def _objects(path: str) -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, object_pairs_hook=_unique_keys)
+            obj = json_input.loads(line, object_pairs_hook=_unique_keys)  # nesting bounded
         except _DuplicateKey as exc:
             raise UserError(f"{path!r} line {n}: key {exc.args[0]!r} appears twice in the object") from None
         except (json.JSONDecodeError, RecursionError) as exc:
