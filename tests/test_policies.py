@@ -436,3 +436,14 @@ def test_a_policy_on_a_model_with_sliding_or_alibi_layers_is_one_clear_error(fam
         score_stepwise(model, ids, H2O(heavy_size=8, recent_size=8))
     with pytest.raises(UserError, match="sliding-window or ALiBi layers"):
         score_chunked(model, ids, H2O(heavy_size=8, recent_size=8, compress_every=8))
+
+
+def test_a_requested_hypothesis_that_does_not_apply_is_named_not_dropped(tmp_path, capsys):
+    from anomaly_probe.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--model", "tiny-neox", "--max-tokens", "160", "--num-samples", "1", "--method", "h2o",
+                 "--method-arg", "heavy_size=16", "--method-arg", "recent_size=16", "--hypothesis", "sinks",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "note: sinks not run: does not apply to h2o(" in err
