@@ -91,18 +91,23 @@ def headline(subject: str, gap: Gap, verdicts: list[Verdict], titles: Mapping[st
     ranked = rank(verdicts)
     parts = [_part(v, wording) for v in ranked]
     if not gap.anomaly:
-        return (f"{subject} does not beat the full cache beyond noise (gap {gap.mean:+.3f} nats/token, 95% CI "
-                f"{gap.ci_low:+.3f}..{gap.ci_high:+.3f}); " + listing(parts, ranked) + ".")
+        return _sentence(f"{subject} does not beat the full cache beyond noise (gap {gap.mean:+.3f} nats/token, "
+                         f"95% CI {gap.ci_low:+.3f}..{gap.ci_high:+.3f})", listing(parts, ranked))
     lead = (f"{subject} beats the full cache by {gap.mean:.3f} nats/token (95% CI {gap.ci_low:.3f}.."
-            f"{gap.ci_high:.3f}); ")
+            f"{gap.ci_high:.3f})")
     top = next((v for v in ranked if v.status == "supported" and v.acts_on == "baseline"), None)
     if top is None:
-        return lead + f"{wording.no_cause}: " + listing(parts, ranked) + "."
+        return _sentence(lead, f"{wording.no_cause}: " + listing(parts, ranked))
     keep = [i for i, v in enumerate(ranked) if v is not top]
     share = _share(top, wording.top_share + " ", "{:.2f}, 95% CI {:.2f}..{:.2f}")
     cause = titles.get(top.hypothesis, top.hypothesis) + (f" ({share})" if share else "")
-    return (lead + f"{wording.explained_by} {cause}; "
-            + listing([parts[i] for i in keep], [ranked[i] for i in keep]) + ".")
+    return _sentence(lead, f"{wording.explained_by} {cause}",
+                     listing([parts[i] for i in keep], [ranked[i] for i in keep]))
+
+
+def _sentence(*clauses: str) -> str:
+    """The non-empty clauses joined by "; ", with a full stop (a run with one hypothesis ends cleanly)."""
+    return "; ".join(c for c in clauses if c) + "."
 
 
 def listing(parts: list[str], verdicts: list[Verdict]) -> str:

@@ -80,3 +80,13 @@ def test_judging_reads_a_typed_view_built_by_hand():
     (v,) = judge(view, roles, th, where=where)
     assert v.hypothesis == "position" and v.status == "supported", v.message
     assert "explained by positions beyond the trained context" in run_headline(view, [v], th, where)
+
+
+def test_a_headline_with_only_the_explaining_cause_ends_cleanly():
+    from anomaly_probe.ranking import Gap, headline
+    from anomaly_probe.verdict import Verdict
+
+    v = Verdict(hypothesis="position", status="supported", explained_share=1.18, ci_low=1.11, ci_high=1.28)
+    gap = Gap(mean=0.957, ci_low=0.768, ci_high=1.177)
+    text = headline("At 12000 tokens", gap, [v], {"position": "positions beyond the trained context"})
+    assert text.endswith("(share 1.18, 95% CI 1.11..1.28).") and "; ." not in text, text
