@@ -47,3 +47,13 @@ def smollm2_12k_position_run(tmp_path_factory):
     assert main(["run", "--model", "smollm2-135m", "--hypothesis", "position", "--max-tokens", "12000",
                  "--num-samples", "1", "--out", str(run_dir)]) == 0
     return run_dir
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (CPU reductions may depend on the count: the same count as a subprocess
+    or a one-CPU Ray worker); restored after. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

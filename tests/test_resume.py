@@ -22,13 +22,7 @@ UNITS = 9  # 3 samples x (baseline, method, numerics' emulated-fp16 run)
 TIMINGS = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Same thread count here and in the subprocess (CPU reductions may depend on it); shares the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def numbers(run_dir) -> dict:

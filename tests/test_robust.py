@@ -13,12 +13,7 @@ from anomaly_probe.cli import main
 SMALL = ["--model", "tiny-neox", "--max-tokens", "150", "--num-samples", "2", "--recent-size", "28"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _results(run_dir) -> dict:

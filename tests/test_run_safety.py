@@ -20,12 +20,7 @@ SMALL = ["--model", "tiny-neox", "--max-tokens", "60", "--num-samples", "2", "--
 TIMINGS = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _results(run_dir) -> dict:

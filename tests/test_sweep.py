@@ -20,13 +20,7 @@ GRID = ["--model", "tiny-neox:ctx=64", "tiny-neox:hidden=32,layers=1", "--max-to
 TIMINGS = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread here, as in a Ray worker with one CPU (CPU reductions may depend on the count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def cell_numbers(sweep_dir) -> dict:
