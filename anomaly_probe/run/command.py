@@ -35,6 +35,7 @@ def config_from_args(args: argparse.Namespace):
         recent_size=args.recent_size, position_mode=args.position_mode, engine=args.engine,
         chunk_size=args.chunk_size, device=args.device, dtype=args.dtype, seed=args.seed, out=args.out,
         hypotheses=resolve_hypotheses(args.hypothesis), probes=args.probes, stepwise_tokens=args.stepwise_tokens,
+        probe_stride=args.probe_stride,
     )
 
 

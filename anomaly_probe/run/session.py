@@ -56,6 +56,8 @@ def validate_config(config: RunConfig) -> CacheMethod:
     pick_engine(config.engine, FullCache())
     pick_engine(config.engine, method)
     parse_probes(config.probes)
+    if config.probe_stride < 1:
+        raise UserError(f"--probe-stride {config.probe_stride}: must be >= 1 (1 records every query)")
     return method
 
 
@@ -161,7 +163,9 @@ class Session:
             kwargs["windows"] = unit.windows
         ids = self._samples[unit.max_tokens][unit.sample][:unit.n_tokens]
         intervention_info: dict = {}
-        probes = ProbeSession(self.loaded.model, parse_probes(self.config.probes))
+        probes = ProbeSession(self.loaded.model, parse_probes(self.config.probes), stride=self.config.probe_stride,
+                              sink_size=getattr(self.method, "sink_size", None),
+                              recent=getattr(self.method, "recent_size", None) or None)
         with apply_intervention(unit.intervention, self.loaded.model, intervention_info), probes:
             scores = fn(self.loaded.model, ids, unit.method, progress=progress or (lambda n: None),
                         observer=probes.observer, **kwargs)
