@@ -8,9 +8,9 @@ and the fp16/bf16-emulated attention (``interventions/manual_attention.py``). Pe
    for a causal chunk, everything after its last query), in the recipe's dtype (float32);
 2. masking (hidden keys get :data:`HIDDEN`, a finite stand-in for ``-inf``: ``exp`` gives exactly 0 and
    ``0 * HIDDEN`` stays 0, so an observer can form ``sum(p * s)`` without NaNs), optional top-k;
-3. without an observer: ``torch.softmax``; with one: ``e = exp(s - max)``, ``Z = sum(e)``, the observer
-   sees ``s``, ``e``, ``max`` and ``Z`` (:class:`ScoredChunk`; no second pass over the keys), then
-   ``p = e / Z`` in place;
+3. ``p = torch.softmax(s)`` (one fused row-wise pass); an observer then sees ``s`` and ``p``
+   (:class:`ScoredChunk`) before they are used, so statistics come from the same tensors with no
+   second pass over the keys;
 4. ``P @ V`` through the shared GQA path.
 
 Memory is bounded by the chunk (:data:`CHUNK_ELEMENTS` scores), never a T x T map.
@@ -47,12 +47,8 @@ class ScoredChunk:
     logits : torch.Tensor
         Scaled scores (plus any additive mask bias), float32, shape (B, H, c, m); hidden keys hold
         :data:`HIDDEN`.
-    exp : torch.Tensor
-        ``exp(logits - row_max)``, shape (B, H, c, m); exactly 0 on hidden keys.
-    row_max : torch.Tensor
-        Largest score of each row, shape (B, H, c, 1).
-    total : torch.Tensor
-        ``exp.sum(-1)``, shape (B, H, c, 1); the weights are ``exp / total``.
+    weights : torch.Tensor
+        ``softmax(logits)``, the attention weights, shape (B, H, c, m); exactly 0 on hidden keys.
     visible : torch.Tensor or None
         Boolean, broadcastable to (B, H, c, m): True where the row attends to the key; ``None``: every
         column is visible to every row.
@@ -65,9 +61,7 @@ class ScoredChunk:
     cols: torch.Tensor | slice
     n_keys: int
     logits: torch.Tensor
-    exp: torch.Tensor
-    row_max: torch.Tensor
-    total: torch.Tensor
+    weights: torch.Tensor
     visible: torch.Tensor | None
     full_cols: int
 
@@ -139,8 +133,8 @@ def softmax_chunk(logits: torch.Tensor, visible: torch.Tensor | None, full_cols:
     topk : int, optional
         Keep each row's ``topk`` largest visible scores.
     observe : callable, optional
-        Receives a :class:`ScoredChunk` (with ``module``, ``rows``, ``cols`` and ``n_keys``) before
-        normalising.
+        Receives a :class:`ScoredChunk` (with ``module``, ``rows``, ``cols`` and ``n_keys``) once the
+        weights are computed.
 
     Returns
     -------
@@ -157,13 +151,10 @@ def softmax_chunk(logits: torch.Tensor, visible: torch.Tensor | None, full_cols:
         if observe is not None:  # the observer's hidden keys: masked or dropped
             visible = ~dropped if visible is None else (visible & ~dropped)
             full_cols = 0
-    if observe is None:
-        return torch.softmax(logits, dim=-1)
-    row_max = logits.amax(-1, keepdim=True)  # (B, H, c, 1)
-    e = torch.exp(logits - row_max)  # (B, H, c, m)
-    total = e.sum(-1, keepdim=True)
-    observe(ScoredChunk(module, rows, cols, n_keys, logits, e, row_max, total, visible, full_cols))
-    return e.div_(total)
+    weights = torch.softmax(logits, dim=-1)  # (B, H, c, m)
+    if observe is not None:
+        observe(ScoredChunk(module, rows, cols, n_keys, logits, weights, visible, full_cols))
+    return weights
 
 
 def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -1,24 +1,24 @@
 """Attention statistics from the fused kernel's own tensors: no second pass over the keys.
 
 The fused attention (:mod:`anomaly_probe.attention.fused`) hands the probe, per query chunk, the scaled
-scores ``s``, ``e = exp(s - max)``, the row maximum and ``Z = sum(e)``. Every metric of
-:data:`~anomaly_probe.probes.attention_stats.ATTN_METRICS` follows from them:
+scores ``s`` and the weights ``p = softmax(s)``. Every metric of
+:data:`~anomaly_probe.probes.attention_stats.ATTN_METRICS` follows from them in a few passes:
 
-* entropy ``= log Z - sum(e * (s - max)) / Z`` (logsumexp minus the expected score: one multiply-add
-  pass, no per-element log);
-* ``logit_max`` is the row maximum; ``logit_min`` a masked minimum over the few partially visible
-  columns and a plain one over the rest;
-* fp16 underflow: a weight ``e / Z`` rounds to 0 in float16 when it is at most 2^-25, i.e. when
-  ``e <= 2^-25 Z`` (a comparison with the row's own bound; hidden keys, ``e = 0``, are subtracted);
-  the lost mass is the sum of those weights. Only chunks with a row whose smallest weight is that
-  small pay for it;
-* sink mass, mean distance: one thin matmul of ``e`` with the key weights (as in
+* ``logit_max`` = ``max s``; ``logit_min`` a masked minimum over the few partially visible columns and a
+  plain one over the rest;
+* entropy = logsumexp(s) - sum(p * s), with logsumexp(s) = ``max s - log(max p)`` (the largest weight
+  is ``1 / Z`` relative to the largest score): one multiply-add pass, no per-element log;
+* fp16 underflow: a weight rounds to 0 in float16 when it is at most 2^-25 (ties to even), i.e. when
+  ``s <= logsumexp(s) + log(2^-25)``. One ``c = min(p, 2^-25)`` pass gives both the lost mass,
+  ``sum(c) - 2^-25 * n_above``, and, through ``floor(c * 2^25)`` (1 exactly for weights at or above the
+  bound), the count ``n_above``; hidden keys (weight 0) are subtracted. Only chunks with a row whose
+  smallest weight is that small pay for it; bf16 (2^-134) the same way, where a weight is that small;
+* sink mass, mean distance: one thin matmul of ``p`` with the key weights (as in
   :func:`~anomaly_probe.probes.attention_stats.fused_stats`);
-* recent mass: ``e`` summed over each row's last ``recent`` tokens (a band of columns).
+* recent mass: ``p`` summed over each row's last ``recent`` tokens (a band of columns).
 
-Rows that need the exact definitions (non-finite or huge logits, a smallest weight at the bfloat16 or
-float32 underflow bound, rows without a visible key) are recomputed by
-:func:`~anomaly_probe.probes.attention_stats.row_stats`; they are few.
+Rows that need the exact definitions (non-finite or beyond-float16 logits, rows without a visible key)
+are recomputed by :func:`~anomaly_probe.probes.attention_stats.row_stats`; they are few.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import torch
 from anomaly_probe.attention.fused import ScoredChunk
 from anomaly_probe.probes.attention_stats import ATTN_METRICS, FP16_MAX, _RowGather, row_stats
 
-FP16_BOUND = 2.0 ** -25  # largest weight that float16 rounds to 0 (ties to even)
-BF16_BOUND = 2.0 ** -133  # twice the largest weight that bfloat16 rounds to 0: rows to check exactly
-EXP_FLOOR = -87.0  # exp(z) of a visible key may be subnormal or 0 in float32 below this: exact path
+BOUNDS = {"fp16": 2.0 ** -25, "bf16": 2.0 ** -134}
+"""Largest float32 weight each format rounds to 0 (round to nearest, ties to even)."""
+TINY = 2.0 ** -126  # smallest normal float32: below it a visible weight may be exactly 0
 
 
 def _rows(t: torch.Tensor | None, select: torch.Tensor | None) -> torch.Tensor | None:
@@ -40,6 +40,19 @@ def _rows(t: torch.Tensor | None, select: torch.Tensor | None) -> torch.Tensor |
     if t is None or select is None or t.shape[2] == 1:
         return t
     return t.index_select(2, select.to(t.device))
+
+
+def _lost(p: torch.Tensor, bound: float, n_zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Count and mass of weights in (0, bound] per row of ``p`` (1, H, c, m); ``n_zero`` weights are 0."""
+    clipped = p.clamp(max=bound)  # min(p, bound)
+    below = clipped.sum(-1)  # lost mass + bound * n_at_or_above
+    scale = 1.0 / math.sqrt(bound) if bound < 2.0 ** -100 else 1.0 / bound  # 2^134 overflows float32
+    clipped.mul_(scale)
+    if scale != 1.0 / bound:
+        clipped.mul_(scale)
+    n_above = clipped.floor_().sum(-1)  # 1 exactly where p >= bound (powers of two: exact)
+    count = p.shape[-1] - n_above - n_zero
+    return count, (below - bound * n_above).clamp_(min=0.0)
 
 
 def chunk_stats(chunk: ScoredChunk, key_w: torch.Tensor, q_off: torch.Tensor, recent: int | None = None,
@@ -65,12 +78,13 @@ def chunk_stats(chunk: ScoredChunk, key_w: torch.Tensor, q_off: torch.Tensor, re
     torch.Tensor
         Shape (1, H, c', M), float32.
     """
-    x, e = _rows(chunk.logits, select), _rows(chunk.exp, select)  # (1, H, c', m)
-    hi, total = _rows(chunk.row_max, select)[..., 0], _rows(chunk.total, select)[..., 0]  # (1, H, c')
+    x, p = _rows(chunk.logits, select), _rows(chunk.weights, select)  # (1, H, c', m)
     visible = _rows(chunk.visible, select)
     _, H, c, m = x.shape
+    q_off = q_off.to(x.device)
     full = m if visible is None else chunk.full_cols
     part = None if full == m else visible[..., full:]  # (1|.., 1|H, c', m - full)
+    hi = x.amax(-1)  # (1, H, c'); hidden keys hold a huge negative score
     lo = x[..., :full].amin(-1) if full else torch.full_like(hi, math.inf)
     if part is not None:
         lo = torch.minimum(lo, x[..., full:].masked_fill(~part, math.inf).amin(-1))
@@ -78,51 +92,48 @@ def chunk_stats(chunk: ScoredChunk, key_w: torch.Tensor, q_off: torch.Tensor, re
     if part is not None:
         n_vis = n_vis + part.sum(-1, dtype=torch.float32)
     n_hidden = m - n_vis
-    ex = torch.linalg.vecdot(e, x)  # (1, H, c') sum_j e_j s_j; hidden keys add 0 * HIDDEN = 0
-    entropy = torch.log(total) - (ex - hi * total) / total
-    pw = torch.matmul(e.reshape(H * c, m), key_w[:, :2]).view(1, H, c, 2) / total[..., None]
+    log_z = hi - torch.log(p.amax(-1))  # logsumexp(s): the largest weight is exp(0) / Z
+    entropy = log_z - (p * x).sum(-1)  # hidden keys add 0 * HIDDEN = 0
+    pw = torch.matmul(p.reshape(H * c, m), key_w[:, :2]).view(1, H, c, 2)
     zeros = torch.zeros_like(entropy)
     stats = {"entropy": entropy, "entropy_norm": entropy / torch.log(n_vis), "logit_max": hi, "logit_min": lo,
              "fp16_overflow_count": zeros, "nonfinite_count": zeros, "sink_mass": pw[..., 0],
-             "mean_distance": pw[..., 1] - q_off.to(x.device),  # sum_j p_j (ref - k_j) - (ref - q), sum_j p_j = 1
-             "recent_mass": _recent(e, total, key_w, q_off.to(x.device), recent)}
-    p_min = torch.exp(lo - hi) / total  # smallest visible weight
-    count, mass = zeros.clone(), zeros.clone()
-    if bool((p_min <= 2 * FP16_BOUND).any()):
-        bound = total[..., None] * FP16_BOUND  # (1, H, c', 1)
-        lost = e <= bound  # hidden keys (e = 0) too: subtracted below
-        count = lost.sum(-1, dtype=torch.float32) - n_hidden
-        mass = (e * lost).sum(-1) / total
-    stats["fp16_underflow_count"], stats["fp16_underflow_mass"] = count, mass
-    stats["bf16_underflow_count"], stats["bf16_underflow_mass"] = zeros, zeros.clone()
+             "mean_distance": pw[..., 1] - q_off,  # sum_j p_j (ref - k_j) - (ref - q), sum_j p_j = 1
+             "recent_mass": _recent(p, key_w, q_off, recent)}
+    p_min = torch.exp(lo - log_z)  # smallest visible weight (up to rounding)
+    n_zero = n_hidden
+    if bool((p_min < 2 * TINY).any()):  # a visible weight may be exactly 0 in float32: not "lost" by a cast
+        n_zero = (p == 0).sum(-1, dtype=torch.float32)
+    for kind, bound in BOUNDS.items():
+        count, mass = zeros, zeros
+        if bool((p_min <= 2 * bound).any()):
+            count, mass = _lost(p, bound, n_zero)
+        stats[f"{kind}_underflow_count"], stats[f"{kind}_underflow_mass"] = count, mass
     out = torch.stack(torch.broadcast_tensors(*(stats[k] for k in ATTN_METRICS)), dim=-1)  # (1, H, c', M)
-    odd = (~(torch.isfinite(hi) & torch.isfinite(lo)) | (hi > FP16_MAX) | (lo < -FP16_MAX)
-           | (lo - hi < EXP_FLOOR) | (p_min <= BF16_BOUND) | (n_vis == 0))
+    odd = ~(torch.isfinite(hi) & torch.isfinite(lo)) | (hi > FP16_MAX) | (lo < -FP16_MAX) | (n_vis == 0)
     rows = _RowGather(1, H, c, m)
     idx = rows.where(odd)
     if idx is not None:  # rare: recompute these rows by the definitions
         vis = torch.ones_like(x, dtype=torch.bool) if visible is None else visible.expand(x.shape)
-        t = idx % c
         exact = row_stats(rows.take(x, idx), rows.take(vis, idx), key_w.expand(idx.numel(), m, 3),
-                          q_off.to(x.device)[t], recent)
+                          q_off[idx % c], recent)
         out.view(-1, len(ATTN_METRICS))[idx] = exact
     return out
 
 
-def _recent(e: torch.Tensor, total: torch.Tensor, key_w: torch.Tensor, q_off: torch.Tensor,
-            recent: int | None) -> torch.Tensor:
-    """Weight on each row's last ``recent`` tokens: ``e`` (1, H, c, m) over the columns near any row."""
+def _recent(p: torch.Tensor, key_w: torch.Tensor, q_off: torch.Tensor, recent: int | None) -> torch.Tensor:
+    """Weight on each row's last ``recent`` tokens: ``p`` (1, H, c, m) over the columns near any row."""
     if recent is None:
-        return torch.full_like(total, math.nan)
+        return torch.full(p.shape[:-1], math.nan, device=p.device)
     dist = key_w[:, 1]  # (m,) ref - k
     cols = (dist < q_off.max() + recent).nonzero().squeeze(1)  # columns recent for some row
     if cols.numel() == 0:
-        return torch.zeros_like(total)
+        return torch.zeros(p.shape[:-1], device=p.device)
     if cols.numel() < dist.numel():
         lo_c, hi_c = int(cols[0]), int(cols[-1]) + 1
         if hi_c - lo_c == cols.numel():  # contiguous (keys in order): a view, no copy
-            e, dist = e[..., lo_c:hi_c], dist[lo_c:hi_c]
+            p, dist = p[..., lo_c:hi_c], dist[lo_c:hi_c]
         else:
-            e, dist = e.index_select(-1, cols), dist[cols]
+            p, dist = p.index_select(-1, cols), dist[cols]
     near = dist[None, :] < q_off[:, None] + recent  # (c, m'): q - k < recent
-    return (e * near).sum(-1) / total
+    return (p * near).sum(-1)

@@ -8,6 +8,7 @@ session only through :meth:`Session.scored` (a :class:`~anomaly_probe.run.judgin
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,7 @@ class Session:
         for run in self.runs:
             if run.key == unit.key:
                 return run
+        start = time.perf_counter()
         fn = ENGINES.get(unit.engine)
         kwargs = {"chunk_size": self.config.chunk_size} if unit.engine in CHUNKED_ENGINES else {}
         if unit.windows:
@@ -172,13 +174,17 @@ class Session:
         nonfinite = self._locate_nonfinite(unit, ids, scores, kwargs)
         arrays = {"nll": scores.nll, "correct": scores.correct, "query_pos": scores.query_pos,
                   "n_keys": scores.n_keys}
+        tokens_file = save_tokens(self.run_dir, unit.key, arrays)
+        trace_start = time.perf_counter()
+        trace = probes.save(self.run_dir, unit.key)  # trace_file, trace_bytes_per_step (with --probes)
+        if trace:
+            trace["trace_seconds"] = time.perf_counter() - trace_start
         record = UnitRecord(
             **unit.method.describe(), key=unit.key, label=unit.method.label(), engine=unit.engine,
             intervention=unit.intervention, intervention_info=intervention_info, prefix=unit.prefix,
             windows=[list(w) for w in unit.windows] or None, dtype=dtype_name(self.dtype), max_tokens=unit.max_tokens, sample=unit.sample, **scores.summary(),
-            tokens_file=save_tokens(self.run_dir, unit.key, arrays),
-            **probes.save(self.run_dir, unit.key),  # trace_file, trace_bytes_per_step (with --probes)
-            nonfinite=nonfinite,
+            tokens_file=tokens_file, **trace, nonfinite=nonfinite,
+            unit_seconds=time.perf_counter() - start,
         )
         self.runs.append(record)
         self.arrays[unit.key] = arrays
