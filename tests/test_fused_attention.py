@@ -200,3 +200,36 @@ def test_a_probed_intervention_keeps_its_numbers(tiny, tiny_ids, intervention):
     assert np.max(np.abs(base.nll - plain.nll)) > 1e-4  # the intervention did change something
     if intervention.startswith("topk"):  # at most 8 keys keep weight: entropy <= log 8
         assert np.nanmax(trace["layers.1.attn.entropy"]) <= math.log(8) + 1e-4
+
+
+# ---------------------------------------------------------------------------- the run command
+def test_run_with_probe_stride_and_unit_seconds(tmp_path, capsys):
+    import json
+
+    from anomaly_probe.cli import main
+    from anomaly_probe.probes import load_trace
+
+    out = tmp_path / "run"
+    code = main(["run", "--hypothesis", "none", "--model", "tiny-neox", "--max-tokens", "150", "--recent-size", "28",
+                 "--probes", "all", "--probe-stride", "4", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["probe_stride"] == 4
+    for run in results["runs"]:
+        assert run["unit_seconds"] >= run["seconds"] > 0 and 0 <= run["trace_seconds"] <= run["unit_seconds"]
+        trace = load_trace(out / run["trace_file"])
+        assert trace["step"].tolist() == list(range(0, 149, 4))
+        assert np.isfinite(trace["layers.1.attn.recent_mass"]).all()
+        sink = trace["layers.0.attn.sink_mass"]
+        assert (sink[1:] > 0).all()  # the method's 4 sinks, measured in the full cache too
+    assert "time (s)" in printed and "all units" in printed
+
+
+def test_bad_probe_stride_is_one_error_line(tmp_path, capsys):
+    from anomaly_probe.cli import main
+
+    code = main(["run", "--hypothesis", "none", "--model", "tiny-neox", "--max-tokens", "50", "--probe-stride", "0",
+                 "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --probe-stride 0")
