@@ -13,7 +13,9 @@ and the fp16/bf16-emulated attention (``interventions/manual_attention.py``). Pe
    second pass over the keys;
 4. ``P @ V`` through the shared GQA path.
 
-Memory is bounded by the chunk (:data:`CHUNK_ELEMENTS` scores), never a T x T map.
+Memory is bounded by the chunk (:data:`CHUNK_ELEMENTS` scores), never a T x T map. The scores, the
+weights and an observer's scratch live in buffers allocated once per call and reused by every chunk:
+a fresh multi-megabyte tensor per op costs page faults that double the time of a pass on the CPU.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class ScoredChunk:
         :data:`HIDDEN`.
     weights : torch.Tensor
         ``softmax(logits)``, the attention weights, shape (B, H, c, m); exactly 0 on hidden keys.
+    scratch : torch.Tensor or None
+        A float32 buffer of the same shape the observer may overwrite (``None``: allocate your own).
     visible : torch.Tensor or None
         Boolean, broadcastable to (B, H, c, m): True where the row attends to the key; ``None``: every
         column is visible to every row.
@@ -62,6 +66,7 @@ class ScoredChunk:
     n_keys: int
     logits: torch.Tensor
     weights: torch.Tensor
+    scratch: torch.Tensor | None
     visible: torch.Tensor | None
     full_cols: int
 
@@ -119,7 +124,8 @@ def _round(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 def softmax_chunk(logits: torch.Tensor, visible: torch.Tensor | None, full_cols: int, *, topk: int | None = None,
                   observe: Observer | None = None, module: torch.nn.Module | None = None,
                   rows: tuple[int, int] = (0, 0), cols: torch.Tensor | slice = slice(None),
-                  n_keys: int = 0) -> torch.Tensor:
+                  n_keys: int = 0, out: torch.Tensor | None = None,
+                  scratch: torch.Tensor | None = None) -> torch.Tensor:
     """Masked (optionally top-k) softmax of one chunk, showing the observer its scores on the way.
 
     Parameters
@@ -135,6 +141,8 @@ def softmax_chunk(logits: torch.Tensor, visible: torch.Tensor | None, full_cols:
     observe : callable, optional
         Receives a :class:`ScoredChunk` (with ``module``, ``rows``, ``cols`` and ``n_keys``) once the
         weights are computed.
+    out, scratch : torch.Tensor, optional
+        Contiguous buffers shaped like ``logits`` for the weights and for the observer's scratch.
 
     Returns
     -------
@@ -151,9 +159,12 @@ def softmax_chunk(logits: torch.Tensor, visible: torch.Tensor | None, full_cols:
         if observe is not None:  # the observer's hidden keys: masked or dropped
             visible = ~dropped if visible is None else (visible & ~dropped)
             full_cols = 0
-    weights = torch.softmax(logits, dim=-1)  # (B, H, c, m)
+    if out is None or not logits.is_contiguous():
+        weights = torch.softmax(logits, dim=-1)  # (B, H, c, m)
+    else:
+        weights = torch.ops.aten._softmax.out(logits, -1, False, out=out)  # the same kernel, into the buffer
     if observe is not None:
-        observe(ScoredChunk(module, rows, cols, n_keys, logits, weights, visible, full_cols))
+        observe(ScoredChunk(module, rows, cols, n_keys, logits, weights, scratch, visible, full_cols))
     return weights
 
 
@@ -198,12 +209,16 @@ def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     visible, bias = visible_from_mask(attention_mask, 0, Tq, Tq, Tk, query.device)  # (1|B, 1|H, Tq, Tk)
     out = torch.empty(B, H, Tq, v.shape[-1], dtype=cd, device=query.device)
     step = max(1, chunk_elements // max(1, B * H * Tk))
+    size = B * H * min(step, Tq) * Tk  # the largest chunk's scores
+    buffers = [torch.empty(size, dtype=cd, device=query.device) for _ in range(2 if observe is None else 3)]
     for lo in range(0, Tq, step):
         hi = min(lo + step, Tq)
         vis = None if visible is None else (visible[..., lo:hi, :] if visible.shape[-2] > 1 else visible)
         a, b = (0, Tk) if vis is None else key_span(vis)  # keys outside [a, b) are invisible to every query here
         q = _round(query[:, :, lo:hi].to(cd), recipe.round_to)
-        logits = _round(gqa_scores(q * scale, k[:, :, a:b], dtype=cd), recipe.round_to)  # (B, H, c, b - a)
+        shape = (B, H, hi - lo, b - a)
+        views = [buf[:B * H * (hi - lo) * (b - a)].view(shape) for buf in buffers]  # contiguous, reused
+        logits = _round(gqa_scores(q * scale, k[:, :, a:b], dtype=cd, out=views[0]), recipe.round_to)  # (B, H, c, b - a)
         if softcap is not None:
             logits = torch.tanh(logits / softcap) * softcap
         if bias is not None:  # an additive float mask's biases on visible keys (sdpa adds them too)
@@ -211,7 +226,8 @@ def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
         vis_ab = None if vis is None else vis[..., a:b]
         full = b - a if vis_ab is None else first_partial_column(vis_ab)
         weights = softmax_chunk(logits, vis_ab, full, topk=recipe.topk, observe=observe, module=module,
-                                rows=(lo, hi), cols=slice(a, b), n_keys=Tk)
+                                rows=(lo, hi), cols=slice(a, b), n_keys=Tk, out=views[1],
+                                scratch=views[2] if observe is not None else None)
         weights = _round(weights, recipe.round_to)
         out[:, :, lo:hi] = gqa_weighted(weights, v[:, :, a:b])  # (B, H, c, Dv)
     return out.to(query.dtype).transpose(1, 2).contiguous()  # (B, Tq, H, Dv)

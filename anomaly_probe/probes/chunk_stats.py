@@ -7,14 +7,14 @@ scores ``s`` and the weights ``p = softmax(s)``. Every metric of
 * ``logit_max`` = ``max s``; ``logit_min`` a masked minimum over the few partially visible columns and a
   plain one over the rest;
 * entropy = logsumexp(s) - sum(p * s), with logsumexp(s) = ``max s - log(max p)`` (the largest weight
-  is ``1 / Z`` relative to the largest score): one multiply-add pass, no per-element log;
-* fp16 underflow: a weight rounds to 0 in float16 when it is at most 2^-25 (ties to even), i.e. when
-  ``s <= logsumexp(s) + log(2^-25)``. One ``c = min(p, 2^-25)`` pass gives both the lost mass,
-  ``sum(c) - 2^-25 * n_above``, and, through ``floor(c * 2^25)`` (1 exactly for weights at or above the
-  bound), the count ``n_above``; hidden keys (weight 0) are subtracted. Only chunks with a row whose
-  smallest weight is that small pay for it; bf16 (2^-134) the same way, where a weight is that small;
-* sink mass, mean distance: one thin matmul of ``p`` with the key weights (as in
-  :func:`~anomaly_probe.probes.attention_stats.fused_stats`);
+  is ``exp(0) / Z``): one multiply-add pass, no per-element log;
+* fp16 underflow: a weight rounds to 0 in float16 when it is at most 2^-25 (ties to even). The count
+  of weights at or above the bound (a comparison summed as bytes) and ``sum(min(p, 2^-25))`` give the
+  lost count (hidden keys, weight 0, subtracted) and the lost mass ``sum(min(p, b)) - b * n_above``.
+  Only chunks with a row whose smallest weight is that small pay for it; bf16 (2^-134) the same way,
+  where a weight is that small;
+* sink mass: the few sink columns summed; mean distance: one matrix-vector product of ``p`` with the
+  keys' distances (as in :func:`~anomaly_probe.probes.attention_stats.fused_stats`);
 * recent mass: ``p`` summed over each row's last ``recent`` tokens (a band of columns).
 
 Rows that need the exact definitions (non-finite or beyond-float16 logits, rows without a visible key)
@@ -42,15 +42,13 @@ def _rows(t: torch.Tensor | None, select: torch.Tensor | None) -> torch.Tensor |
     return t.index_select(2, select.to(t.device))
 
 
-def _lost(p: torch.Tensor, bound: float, n_zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Count and mass of weights in (0, bound] per row of ``p`` (1, H, c, m); ``n_zero`` weights are 0."""
-    clipped = p.clamp(max=bound)  # min(p, bound)
-    below = clipped.sum(-1)  # lost mass + bound * n_at_or_above
-    scale = 1.0 / math.sqrt(bound) if bound < 2.0 ** -100 else 1.0 / bound  # 2^134 overflows float32
-    clipped.mul_(scale)
-    if scale != 1.0 / bound:
-        clipped.mul_(scale)
-    n_above = clipped.floor_().sum(-1)  # 1 exactly where p >= bound (powers of two: exact)
+def _lost(p: torch.Tensor, bound: float, n_zero: torch.Tensor,
+          scratch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Count and mass of weights in (0, bound] per row of ``p`` (1, H, c, m); ``n_zero`` weights are 0.
+    ``scratch`` (shaped like ``p``) is overwritten."""
+    above = torch.ge(p, bound)  # (1, H, c, m) bool
+    n_above = above.view(torch.uint8).sum(-1, dtype=torch.int32).float()  # weights at or above the bound
+    below = torch.clamp(p, max=bound, out=scratch).sum(-1)  # lost mass + bound * n_above
     count = p.shape[-1] - n_above - n_zero
     return count, (below - bound * n_above).clamp_(min=0.0)
 
@@ -80,6 +78,7 @@ def chunk_stats(chunk: ScoredChunk, key_w: torch.Tensor, q_off: torch.Tensor, re
     """
     x, p = _rows(chunk.logits, select), _rows(chunk.weights, select)  # (1, H, c', m)
     visible = _rows(chunk.visible, select)
+    scratch = chunk.scratch if select is None and chunk.scratch is not None else torch.empty_like(p)
     _, H, c, m = x.shape
     q_off = q_off.to(x.device)
     full = m if visible is None else chunk.full_cols
@@ -93,12 +92,16 @@ def chunk_stats(chunk: ScoredChunk, key_w: torch.Tensor, q_off: torch.Tensor, re
         n_vis = n_vis + part.sum(-1, dtype=torch.float32)
     n_hidden = m - n_vis
     log_z = hi - torch.log(p.amax(-1))  # logsumexp(s): the largest weight is exp(0) / Z
-    entropy = log_z - (p * x).sum(-1)  # hidden keys add 0 * HIDDEN = 0
-    pw = torch.matmul(p.reshape(H * c, m), key_w[:, :2]).view(1, H, c, 2)
+    entropy = log_z - torch.mul(p, x, out=scratch).sum(-1)  # hidden keys add 0 * HIDDEN = 0
+    p2 = p.reshape(H * c, m)
+    dist = torch.mv(p2, key_w[:, 1].contiguous()).view(1, H, c)  # sum_j p_j (ref - k_j)
+    sink_cols = key_w[:, 0].nonzero().squeeze(1)
+    sink = (p.index_select(-1, sink_cols).sum(-1) if 0 < sink_cols.numel() < m else
+            torch.mv(p2, key_w[:, 0].contiguous()).view(1, H, c))
     zeros = torch.zeros_like(entropy)
     stats = {"entropy": entropy, "entropy_norm": entropy / torch.log(n_vis), "logit_max": hi, "logit_min": lo,
-             "fp16_overflow_count": zeros, "nonfinite_count": zeros, "sink_mass": pw[..., 0],
-             "mean_distance": pw[..., 1] - q_off,  # sum_j p_j (ref - k_j) - (ref - q), sum_j p_j = 1
+             "fp16_overflow_count": zeros, "nonfinite_count": zeros, "sink_mass": sink,
+             "mean_distance": dist - q_off,  # sum_j p_j (ref - k_j) - (ref - q), sum_j p_j = 1
              "recent_mass": _recent(p, key_w, q_off, recent)}
     p_min = torch.exp(lo - log_z)  # smallest visible weight (up to rounding)
     n_zero = n_hidden
@@ -107,7 +110,7 @@ def chunk_stats(chunk: ScoredChunk, key_w: torch.Tensor, q_off: torch.Tensor, re
     for kind, bound in BOUNDS.items():
         count, mass = zeros, zeros
         if bool((p_min <= 2 * bound).any()):
-            count, mass = _lost(p, bound, n_zero)
+            count, mass = _lost(p, bound, n_zero, scratch)
         stats[f"{kind}_underflow_count"], stats[f"{kind}_underflow_mass"] = count, mass
     out = torch.stack(torch.broadcast_tensors(*(stats[k] for k in ATTN_METRICS)), dim=-1)  # (1, H, c', M)
     odd = ~(torch.isfinite(hi) & torch.isfinite(lo)) | (hi > FP16_MAX) | (lo < -FP16_MAX) | (n_vis == 0)
