@@ -233,3 +233,23 @@ def test_bad_probe_stride_is_one_error_line(tmp_path, capsys):
                  "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --probe-stride 0")
+
+
+def test_attention_probe_records_only_the_units_the_report_draws(tmp_path):
+    """--probes all: attention traces for baseline and method; an intervention unit keeps cache/process only."""
+    import json
+
+    from anomaly_probe.cli import main
+    from anomaly_probe.probes import load_trace
+
+    out = tmp_path / "run"
+    assert main(["run", "--hypothesis", "numerics", "--model", "tiny-neox", "--max-tokens", "100",
+                 "--recent-size", "28", "--probes", "all", "--out", str(out)]) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    by_intervention = {}
+    for run in runs:
+        trace = load_trace(out / run["trace_file"])
+        by_intervention.setdefault(run["intervention"], []).append(any(k.startswith("layers.") for k in trace))
+        assert "cache.kv_len" in trace and "process.rss_bytes" in trace
+    assert by_intervention["none"] == [True, True]
+    assert by_intervention["attn-fp16-emulated"] == [False]

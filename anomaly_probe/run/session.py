@@ -165,7 +165,7 @@ class Session:
             kwargs["windows"] = unit.windows
         ids = self._samples[unit.max_tokens][unit.sample][:unit.n_tokens]
         intervention_info: dict = {}
-        probes = ProbeSession(self.loaded.model, parse_probes(self.config.probes), stride=self.config.probe_stride,
+        probes = ProbeSession(self.loaded.model, self.probe_names(unit), stride=self.config.probe_stride,
                               sink_size=getattr(self.method, "sink_size", None),
                               recent=getattr(self.method, "recent_size", None) or None)
         with apply_intervention(unit.intervention, self.loaded.model, intervention_info), probes:
@@ -190,6 +190,26 @@ class Session:
         self.arrays[unit.key] = arrays
         self.save()
         return record
+
+    def probe_names(self, unit: Unit) -> tuple[str, ...]:
+        """The probes ``unit`` runs with: ``--probes``, except that the attention probe records only the
+        units whose traces the report draws (the baseline and method of each length and sample, and the
+        recompute oracle); the experiments' other units (interventions, the eval-bias token loop and spot
+        windows, memory ballast, other position modes, the window without sinks) keep the per-forward
+        probes, so ``--probes all`` costs the attention statistics of those runs only."""
+        names = parse_probes(self.config.probes)
+        if "attention" not in names or self.draws_attention(unit):
+            return names
+        return tuple(n for n in names if n != "attention")
+
+    def draws_attention(self, unit: Unit) -> bool:
+        """Whether the report draws ``unit``'s attention trace (baseline, method or oracle role)."""
+        from anomaly_probe.methods.recompute import RecomputeOracle
+
+        if unit.intervention != "none" or unit.prefix is not None or unit.windows:
+            return False
+        return isinstance(unit.method, RecomputeOracle) or unit.key in {u.key for u in self.pair(unit.max_tokens,
+                                                                                                 unit.sample)}
 
     def _locate_nonfinite(self, unit: Unit, ids: torch.Tensor, scores, kwargs: dict) -> dict | None:
         """NaN/inf NLL: count it and find the first layer (one more forward up to it); else None."""
