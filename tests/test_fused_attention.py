@@ -88,7 +88,8 @@ def test_stride_records_every_nth_query_with_the_same_statistics():
 
 def test_fused_kernel_equals_plain_attention_with_gqa_and_no_mask():
     g = torch.Generator().manual_seed(3)
-    q, k, v = torch.randn(1, 4, 9, 8, generator=g), torch.randn(1, 2, 9, 8, generator=g), torch.randn(1, 2, 9, 8, generator=g)
+    q = torch.randn(1, 4, 9, 8, generator=g)
+    k, v = torch.randn(1, 2, 9, 8, generator=g), torch.randn(1, 2, 9, 8, generator=g)
     out = fused_attention(None, q, k, v, None, 0.5, chunk_elements=4 * 9 * 2)  # None: causal
     kr, vr = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
     causal = torch.ones(9, 9, dtype=torch.bool).tril()

@@ -218,7 +218,8 @@ def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
         q = _round(query[:, :, lo:hi].to(cd), recipe.round_to)
         shape = (B, H, hi - lo, b - a)
         views = [buf[:B * H * (hi - lo) * (b - a)].view(shape) for buf in buffers]  # contiguous, reused
-        logits = _round(gqa_scores(q * scale, k[:, :, a:b], dtype=cd, out=views[0]), recipe.round_to)  # (B, H, c, b - a)
+        logits = gqa_scores(q * scale, k[:, :, a:b], dtype=cd, out=views[0])  # (B, H, c, b - a)
+        logits = _round(logits, recipe.round_to)
         if softcap is not None:
             logits = torch.tanh(logits / softcap) * softcap
         if bias is not None:  # an additive float mask's biases on visible keys (sdpa adds them too)
