@@ -15,8 +15,8 @@ measurement (``engines/step_threads.py``). This section times the stepwise engin
 at one thread and at torch's default count, idle and then with one competing CPU-bound process (a busy
 loop in a child process), and prints what the measurement chose in each case.
 
-Other processes on the machine slow every engine: the load average is printed so a contended run can be recognised, and each engine's process CPU time per token is printed
-beside its wall-clock rate (less sensitive to other processes, though thread spinning still inflates it).
+Other processes on the machine slow every engine: the load average is printed so a contended run can be
+recognised, and each engine's process CPU time per token is printed beside its wall-clock rate (less sensitive to other processes, though thread spinning still inflates it).
 
     .venv/bin/python benchmarks/engines.py
     .venv/bin/python benchmarks/engines.py --tokens 2048 --repeats 5 --chunk-size 256
