@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: venv
-	$(VENV)/bin/anomaly-probe run --hypothesis all --model smollm2-135m --max-tokens 12000 --num-samples 1
+	$(VENV)/bin/anomaly-probe run --hypothesis all --model smollm2-135m --max-tokens 12000 --num-samples 1 --probes all
 
 test: venv chromium
 	$(PY) -m pytest -q -rs

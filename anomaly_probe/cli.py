@@ -152,6 +152,8 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
                    help="eval-bias: the token loop scores this prefix of each sample (0: all; default 1024)")
     g.add_argument("--probes", help="auto (default: cache, process), all, none, or NAME,... "
                    "(attention, cache, process); the attention probe costs O(T^2) per run")
+    g.add_argument("--probe-stride", type=_positive_or_any_int, metavar="N",
+                   help="probes record every Nth query (absolute index a multiple of N; default 1: all)")
     g.add_argument("--out", help="run folder (default reports/<time>-<model>)")
     g = run.add_argument_group("interrupted runs")
     g.add_argument("--resume", metavar="RUN_DIR",

@@ -42,6 +42,7 @@ class RunConfig:
     out: str | None = None  # None: reports/<timestamp>-<model>
     hypotheses: list[str] = field(default_factory=lambda: ["none"])
     probes: str = "auto"
+    probe_stride: int = 1  # attention statistics for every Nth query (absolute index a multiple of N)
     stepwise_tokens: int = 1024  # eval-bias token loop: prefix scored per sample (0: whole sample)
     policy_on_sliding: bool = False  # apply the method to sliding-window layers too (default: full layers only)
 

@@ -100,14 +100,25 @@ def _fmt(x, spec: str) -> str:
 def runs_table(runs: list[dict]) -> Table:
     table = Table(title="Runs", title_justify="left")
     for col in ("tokens", "sample", "method", "engine", "dtype", "scored", "PPL", "NLL (nats)", "Acc", "tok/s",
-                "peak RSS (MiB)"):
+                "peak RSS (MiB)", "time (s)"):
         table.add_column(col, justify="right" if col not in ("method", "engine", "dtype") else "left")
     for r in runs:
         table.add_row(str(r["max_tokens"]), str(r["sample"]), safe(r["label"]), safe(r["engine"]), safe(r["dtype"]),
                       str(r["tokens_scored"]), _fmt(r["ppl"], ".3f"), _fmt(r["nll_mean"], ".4f"),
                       _fmt(100 * r["acc"], ".2f") + "%", _fmt(r["tok_per_s"], ".1f"),
-                      _fmt(r["peak_rss_bytes"] / 2**20, ".0f"))
+                      _fmt(r["peak_rss_bytes"] / 2**20, ".0f"), _unit_time(r))
+    if runs:
+        total = sum(r.get("unit_seconds") or 0.0 for r in runs)
+        table.caption = f"time (s): wall time of each unit (scoring, probes, saving); all units {total:.1f} s"
     return table
+
+
+def _unit_time(r: dict) -> str:
+    """A unit's wall time, with the part its probe trace took when there is one."""
+    total, trace = r.get("unit_seconds"), r.get("trace_seconds")
+    if total is None:
+        return "n/a"
+    return f"{total:.1f}" + (f" ({trace:.1f} trace)" if trace is not None and trace >= 0.05 else "")
 
 
 def comparisons_table(comparisons: list[dict]) -> Table:

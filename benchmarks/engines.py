@@ -13,9 +13,16 @@ forward): tokens/s of each, their largest per-token NLL difference, and, as the 
 the StreamingLLM part.
 
 The fast runs are repeated ``--repeats`` times, interleaved, and their median is reported; the stepwise
-run (minutes) is done once. Other processes on the machine slow every engine: the load average is
-printed so a contended run can be recognised, and each engine's process CPU time per token is printed
-beside its wall-clock rate (less sensitive to other processes, though thread spinning still inflates it).
+run (minutes) is done once.
+
+Stepwise thread count (``--stepwise-threads-tokens``, default 256): single-token forwards suffer from
+intra-op thread oversubscription on a busy machine, so the stepwise engine picks its thread count by
+measurement (``engines/step_threads.py``). This section times the stepwise engine on the first tokens
+at one thread and at torch's default count, idle and then with one competing CPU-bound process (a busy
+loop in a child process), and prints what the measurement chose in each case.
+
+Other processes on the machine slow every engine: the load average is printed so a contended run can be
+recognised, and each engine's process CPU time per token is printed beside its wall-clock rate (less sensitive to other processes, though thread spinning still inflates it).
 
     .venv/bin/python benchmarks/engines.py
     .venv/bin/python benchmarks/engines.py --tokens 2048 --repeats 5 --chunk-size 256
@@ -25,9 +32,47 @@ beside its wall-clock rate (less sensitive to other processes, though thread spi
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import time
+
+
+def _busy(stop) -> None:
+    """A competing CPU-bound process: spins until ``stop`` is set."""
+    x = 0
+    while not stop.is_set():
+        for _ in range(100000):
+            x += 1
+
+
+def stepwise_threads_section(model, ids, method, n_tokens: int) -> None:
+    """Stepwise tok/s at one thread and at the default count, idle and against a busy process."""
+    import torch
+
+    from anomaly_probe.engines import score_stepwise
+    from anomaly_probe.engines.step_threads import _measure, candidates
+
+    default = torch.get_num_threads()
+    counts = candidates(default)
+    part = ids[:n_tokens]
+    for contended in (False, True):
+        stop = multiprocessing.Event()
+        busy = multiprocessing.Process(target=_busy, args=(stop,), daemon=True) if contended else None
+        if busy is not None:
+            busy.start()
+        try:
+            chosen = _measure(model, torch.device("cpu"), counts) if default > 1 else 1
+            rates = {n: score_stepwise(model, part, method, threads=n).summary()["tok_per_s"] for n in counts}
+        finally:
+            if busy is not None:
+                stop.set()
+                busy.join()
+        where = "with one competing CPU-bound process" if contended else "idle (apart from other users)"
+        line = ", ".join(f"{n} thread{'s' if n > 1 else ''} {r:.1f} tok/s" for n, r in rates.items())
+        best = max(rates, key=rates.get)
+        print(f"stepwise threads, {where}: {line}; fastest {best}, measurement chose {chosen}; "
+              f"load average {_load()}", flush=True)
 
 
 def _load() -> str:
@@ -54,6 +99,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="queries per parallel forward")
     parser.add_argument("--compress-every", type=int, default=64, help="H2O eviction interval (chunked engine)")
     parser.add_argument("--only", choices=("all", "chunked"), default="all", help="chunked: the H2O part only")
+    parser.add_argument("--stepwise-threads-tokens", type=int, default=256,
+                        help="tokens per stepwise thread-count run (0: skip that section)")
     args = parser.parse_args()
 
     lm = load_model("smollm2-135m", device=torch.device("cpu"), dtype=torch.float32)
@@ -76,6 +123,8 @@ def parallel_section(lm, ids, args) -> None:
     print(f"SmolLM2-135M float32 on CPU ({torch.get_num_threads()} threads), {T} tokens, {method.label()}, "
           f"parallel chunk {args.chunk_size}; load average {_load()}", flush=True)
 
+    if args.stepwise_threads_tokens:
+        stepwise_threads_section(lm.model, ids, method, args.stepwise_threads_tokens)
     score_parallel(lm.model, ids[:600], method, chunk_size=args.chunk_size)  # warm-up
     score_batched(lm.model, ids[:600], FullCache(), chunk_size=600)
     rates: dict[str, list[float]] = {"batched": [], "parallel": []}
@@ -96,10 +145,10 @@ def parallel_section(lm, ids, args) -> None:
     print(f"parallel {method.label()}: {med['parallel']:8.1f} tok/s  {med_cpu['parallel']:6.2f} CPU ms/tok  "
           f"(runs: {runs['parallel']} tok/s; peak RSS {parallel.peak_rss_bytes / 2**20:.0f} MiB)", flush=True)
 
-    stepwise, c = _timed(lambda: score_stepwise(lm.model, ids, method))
+    stepwise, c = _timed(lambda: score_stepwise(lm.model, ids, method))  # its measured thread count
     stepwise_rate, stepwise_cpu = stepwise.summary()["tok_per_s"], 1e3 * c / stepwise.tokens_scored
     print(f"stepwise {method.label()}: {stepwise_rate:8.1f} tok/s  {stepwise_cpu:6.2f} CPU ms/tok  "
-          f"({stepwise.seconds:.0f} s)")
+          f"({stepwise.seconds:.0f} s, {stepwise.extra.get('threads')} threads by measurement)")
     d = np.abs(stepwise.nll - parallel.nll)
     print(f"max |dNLL| stepwise vs parallel: {d.max():.2e} nats over {d.size} tokens "
           f"(mean NLL {stepwise.nll.mean():.6f} vs {parallel.nll.mean():.6f})")

@@ -37,7 +37,7 @@ def _trace(kind: str, L: int, rng: np.random.Generator) -> dict[str, np.ndarray]
     step = np.arange(S, dtype=np.int64)
     keys = step + 1 if kind == "baseline" else np.minimum(step + 1, 64)
     out = {"step": step, "query_pos": np.minimum(step, 63) if kind == "method" else step,
-           "max_distance": keys - 1}
+           "max_distance": keys - 1, "n_keys": keys}
     for layer in range(NUM_LAYERS):
         H = (np.log(keys)[:, None] * (0.5 + 0.15 * layer) + rng.normal(0, 0.05, (S, NUM_HEADS))).astype(np.float32)
         lmax = (5 + 0.004 * step[:, None] + rng.normal(0, 0.2, (S, NUM_HEADS))).astype(np.float32)
@@ -57,6 +57,7 @@ def _trace(kind: str, L: int, rng: np.random.Generator) -> dict[str, np.ndarray]
             prefix + "nonfinite_count": np.zeros((S, NUM_HEADS), np.float32),
             prefix + "sink_mass": rng.uniform(0.2, 0.6, (S, NUM_HEADS)).astype(np.float32),
             prefix + "mean_distance": (keys[:, None] / 3 + np.zeros((S, NUM_HEADS))).astype(np.float32),
+            prefix + "recent_mass": rng.uniform(0.1, 0.4, (S, NUM_HEADS)).astype(np.float32),
         })
     out["cache.kv_len"] = np.repeat(keys[:, None], NUM_LAYERS, axis=1).astype(np.int64)
     out["cache.kv_bytes"] = out["cache.kv_len"] * 2 * 64 * 4 * 4

@@ -9,7 +9,8 @@ import torch
 from anomaly_probe.engines import score_batched
 from anomaly_probe.errors import UserError
 from anomaly_probe.interventions import apply_intervention, validate_intervention
-from anomaly_probe.interventions.manual_attention import _key_span
+from anomaly_probe.attention.fused import first_partial_column as _first_partial_column
+from anomaly_probe.attention.fused import key_span as _key_span
 from anomaly_probe.methods import FullCache
 from tests.test_probes import tiny_llama
 
@@ -68,8 +69,6 @@ def test_unknown_intervention_is_a_user_error():
 
 
 def test_first_partial_column():
-    from anomaly_probe.interventions.manual_attention import _first_partial_column
-
     vis = torch.ones(1, 1, 3, 8, dtype=torch.bool)
     assert _first_partial_column(vis) == 8
     vis[..., 1, 5] = False

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 ALL = ("attention", "cache", "process")
 
 
-def test_smollm2_logits_identical_with_probes(smollm2, smol_ids):
+def test_smollm2_logits_unchanged_with_probes(smollm2, smol_ids):
+    """A 40-query forward: the probe runs the fused float32 attention in place of sdpa (same logits up to
+    float rounding; the NLL within the check suite's 1e-4 nats)."""
     model = smollm2.model
     ids = smol_ids[:40]
     info = StepInfo(q_abs=torch.arange(40), k_abs=torch.arange(40), q_pos=torch.arange(40), k_pos=torch.arange(40),
@@ -30,7 +32,9 @@ def test_smollm2_logits_identical_with_probes(smollm2, smol_ids):
                 probes.after_forward(info, None, 0.0)
     finally:
         CURRENT_STEP.reset(token)
-    assert torch.equal(want, got)
+    assert torch.allclose(want, got, atol=1e-3)
+    nll = [torch.nn.functional.cross_entropy(x[0, :-1], ids[1:], reduction="none") for x in (want, got)]
+    assert (nll[0] - nll[1]).abs().max() <= 1e-4
     assert model.config._attn_implementation == "sdpa"
     trace = probes.trace()
     assert trace["layers.29.attn.entropy"].shape == (40, model.config.num_attention_heads)
@@ -52,11 +56,11 @@ def test_smollm2_stepwise_nll_identical_and_stats_finite(smollm2, smol_ids):
     assert (trace["cache.kv_len"][-1] == 24).all()
 
 
-def test_smollm2_batched_nll_identical_with_probes(smollm2, smol_ids):
+def test_smollm2_batched_nll_unchanged_with_probes(smollm2, smol_ids):
     model = smollm2.model
     ids = smol_ids[:96]
     plain = score_batched(model, ids, FullCache(), chunk_size=40)
     with ProbeSession(model, ALL) as probes:
         probed = score_batched(model, ids, FullCache(), chunk_size=40, observer=probes)
-    assert np.array_equal(plain.nll, probed.nll)
+    assert np.max(np.abs(plain.nll - probed.nll)) <= 1e-4  # the fused float32 attention replaced sdpa
     assert probes.trace()["step"].tolist() == list(range(95))

@@ -70,7 +70,7 @@ def test_expected_figures_present(report):
     ids = {f.id for f in report.figures()}
     expected = {"ppl-by-run", "nll-by-position", "ppl-by-position", "gap-by-position", "precision", "logit-range",
                 "underflow", "entropy-heatmap", "memory", "stepwise-vs-batched", "position-oracle-share",
-                "handling-modes", "sinks"}
+                "handling-modes", "sinks", "underflow-by-cache-length", "sink-mass"}
     assert expected <= ids
     panels = [p["title"] for p in _figure(report, "memory").spec["panels"]]
     assert "device memory allocated" not in panels  # the CPU probe's -1 means "unavailable", not -1 bytes
@@ -119,7 +119,7 @@ def test_missing_data_is_skipped_not_fatal(tmp_path):
     report = build_report(load_run(run))
     ids = {f.id for f in report.figures()}
     assert "nll-by-position" in ids
-    assert not ids & {"entropy-heatmap", "memory", "underflow", "logit-range"}
+    assert not ids & {"entropy-heatmap", "memory", "underflow", "logit-range", "underflow-by-cache-length", "sink-mass"}
     assert report.headline is None and not report.errors()
     notes = [b.text for b in walk(report.sections) if isinstance(b, Text) and b.kind == "note"]
     assert any("No hypothesis was tested" in n for n in notes)

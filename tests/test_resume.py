@@ -19,7 +19,7 @@ from anomaly_probe.cli import main
 ARGS = ["--model", "tiny-neox", "--hypothesis", "numerics", "--max-tokens", "300", "--num-samples", "3",
         "--recent-size", "28", "--engine", "stepwise"]
 UNITS = 9  # 3 samples x (baseline, method, numerics' emulated-fp16 run)
-TIMINGS = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step"}
+TIMINGS = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step", "unit_seconds", "trace_seconds"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

@@ -166,7 +166,7 @@ def test_two_identical_runs_give_identical_numbers(tmp_path):
     import subprocess
     import sys
 
-    timings = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step"}
+    timings = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step", "unit_seconds", "trace_seconds"}
     argv = ["run", *SMALL, "--hypothesis", "numerics", "eval-bias", "position", "--stepwise-tokens", "40",
             "--seed", "3"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0

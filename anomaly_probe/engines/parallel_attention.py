@@ -34,6 +34,7 @@ import torch
 
 from anomaly_probe.attention import attention_implementation, check_switchable, gqa_scores, gqa_weighted
 from anomaly_probe.attention.finite_guard import guard_nonfinite
+from anomaly_probe.attention.fused import first_partial_column, softmax_chunk
 from anomaly_probe.attention.hf import current_implementation
 from anomaly_probe.engines.band_attention import Band, banded_attention
 from anomaly_probe.errors import UserError
@@ -137,7 +138,10 @@ def parallel_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.
     q, k, v = query.float(), key.float(), value.float()  # no copy in float32
     ns = plan.n_sink_cols
     recorder = ATTENTION_RECORDER.get()
-    if recorder is None and plan.band is not None:
+    observe = getattr(recorder, "observe_chunk", None)  # the attention probe reads the blocks' own scores
+    if observe is not None:
+        blockwise_attention(module, q, k, v, attention_mask, plan, scaling, out, observe=observe)
+    elif recorder is None and plan.band is not None:
         sink_q = None
         if ns and plan.sink_shift is not None:
             sink_q = plan.rope.rotate(q, plan.sink_shift.to(q.device))  # (B, H, Tq, D)
@@ -149,16 +153,21 @@ def parallel_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.
 
 def blockwise_attention(module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         attention_mask: torch.Tensor, plan: AttentionPlan, scaling: float, out: torch.Tensor,
-                        recorder=None) -> None:
+                        recorder=None, observe=None) -> None:
     """The readable path: one block of query rows at a time; fills ``out`` (B, Tq, H, Dv).
 
     ``q`` (B, H, Tq, D), ``k`` and ``v`` (B, Hkv, Tk, D) are float32. With a ``recorder`` every block
-    scores all Tk columns and hands them over before the softmax.
+    scores all Tk columns and hands them over before the softmax. With an ``observe`` (the fused
+    kernel's observer, :mod:`anomaly_probe.attention.fused`) each block scores only the sinks and the
+    span it can see, once, and the observer reads those scores and their exponentials.
     """
     Tk = k.shape[2]
     ns = plan.n_sink_cols
     k_sink, v_sink = k[:, :, :ns], v[:, :, :ns]
     for lo, hi, c0, c1 in plan.blocks:
+        if observe is not None:
+            _observed_block(module, q, k, v, attention_mask, plan, scaling, out, observe, (lo, hi, c0, c1))
+            continue
         if recorder is not None:
             c0, c1 = ns, Tk  # the recorder gets every column
         qb = q[:, :, lo:hi]  # (B, H, n, D)
@@ -177,6 +186,29 @@ def blockwise_attention(module: torch.nn.Module, q: torch.Tensor, k: torch.Tenso
         if ns:
             o = o + gqa_weighted(probs[..., :ns], v_sink)
         out[:, lo:hi] = o.transpose(1, 2).to(out.dtype)  # (B, n, H, Dv)
+
+
+def _observed_block(module, q, k, v, attention_mask, plan: AttentionPlan, scaling: float, out: torch.Tensor,
+                    observe, block: tuple[int, int, int, int]) -> None:
+    """One block of :func:`blockwise_attention` through the fused kernel's softmax (scores seen once)."""
+    lo, hi, c0, c1 = block
+    ns, Tk = plan.n_sink_cols, k.shape[2]
+    qb = q[:, :, lo:hi]  # (B, H, n, D)
+    parts = []
+    if ns:
+        qs = qb if plan.sink_shift is None else plan.rope.rotate(qb, plan.sink_shift[lo:hi].to(qb.device))
+        parts.append(gqa_scores(qs, k[:, :, :ns]))  # (B, H, n, ns)
+    parts.append(gqa_scores(qb, k[:, :, c0:c1]))  # (B, H, n, c1 - c0)
+    logits = (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]) * scaling  # (B, H, n, m)
+    mask = attention_mask[:, :, lo:hi]
+    vis = torch.cat([mask[..., :ns], mask[..., c0:c1]], dim=-1) if ns else mask[..., c0:c1]  # (1|B, 1, n, m)
+    cols = torch.cat([torch.arange(ns), torch.arange(c0, c1)]) if ns else slice(c0, c1)
+    probs = softmax_chunk(logits, vis, first_partial_column(vis), observe=observe, module=module, rows=(lo, hi),
+                          cols=cols, n_keys=Tk)  # (B, H, n, m)
+    o = gqa_weighted(probs[..., ns:], v[:, :, c0:c1])  # (B, H, n, Dv)
+    if ns:
+        o = o + gqa_weighted(probs[..., :ns], v[:, :, :ns])
+    out[:, lo:hi] = o.transpose(1, 2).to(out.dtype)  # (B, n, H, Dv)
 
 
 def _refuse_mask(*_args, **_kwargs):

@@ -4,7 +4,9 @@ The sinks + recent-window rule runs the loop below; every other policy (head-wis
 ``--compress-every``, quantised K/V) runs :func:`~anomaly_probe.engines.chunked.score_policy` with
 one query per forward.
 
-Every other engine is proven equal to this one on per-token NLL.
+Every other engine is proven equal to this one on per-token NLL. Its single-token forwards run on the
+intra-op thread count that measured fastest for them (:mod:`~anomaly_probe.engines.step_threads`);
+the count is restored afterwards and recorded in ``TokenScores.extra["threads"]``.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_
 from anomaly_probe.engines.layers import model_layout
 from anomaly_probe.engines.scores import TokenScores
 from anomaly_probe.engines.stepwise_layers import score_stepwise_layered
+from anomaly_probe.engines.step_threads import stepwise_threads
 from anomaly_probe.methods.base import CacheMethod
 from anomaly_probe.step_context import CURRENT_STEP, StepInfo, StepObserver
+from anomaly_probe.threads import intra_op_threads
 
 FLUSH_EVERY = 64  # steps between moving scores off the device
 
 
-@torch.no_grad()
 def score_stepwise(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
-                   progress: Progress = no_progress, observer: StepObserver | None = None) -> TokenScores:
+                   progress: Progress = no_progress, observer: StepObserver | None = None,
+                   threads: int | None = None) -> TokenScores:
     """Score ``ids`` token by token under ``method``.
 
     Parameters
@@ -42,12 +46,26 @@ def score_stepwise(model: torch.nn.Module, ids: torch.Tensor, method: CacheMetho
         Called with the number of tokens scored since the last call.
     observer : StepObserver, optional
         Called after every forward with the step's :class:`StepInfo`, the cache and the step time.
+    threads : int, optional
+        Intra-op threads for the loop (default: measured, :func:`stepwise_threads`).
 
     Returns
     -------
     TokenScores
         T - 1 entries.
     """
+    device = next(model.parameters()).device
+    n = stepwise_threads(model, device) if threads is None else threads
+    with intra_op_threads(n):
+        scores = _score_stepwise(model, ids, method, progress, observer)
+    scores.extra["threads"] = n
+    return scores
+
+
+@torch.no_grad()
+def _score_stepwise(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod, progress: Progress,
+                    observer: StepObserver | None) -> TokenScores:
+    """The loop of :func:`score_stepwise`."""
     if not method.uses_base_rule and not method.is_full or type(method).quantize is not CacheMethod.quantize:
         from anomaly_probe.engines.chunked import score_policy
 

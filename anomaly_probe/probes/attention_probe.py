@@ -8,6 +8,11 @@ attached. Two ways in:
 * ``probe.record_qk(...)`` -- the recording wrapper's path for small forwards: the probe scores the
   layer's query against its key itself, right away (the key is still in cache), straight into the
   forward's row of a :class:`StatBatch` (no temporary, no copy).
+* ``probe.observe_chunk(chunk)`` -- the fused attention's path (multi-query forwards of the batched,
+  parallel and recompute engines): the attention computes its scores once per query chunk and the
+  probe reads them, and their exponentials, before the weighted sum (:mod:`~anomaly_probe.probes.chunk_stats`).
+
+With a probe stride (``--probe-stride N``) only the queries :class:`StepRows` records are described.
 
 Rows of small forwards (one query per step) are reduced together when the batch is full: a
 stepwise run pays the reduction's ~30 op launches once per step or less, never once per layer. Large
@@ -22,7 +27,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
+from anomaly_probe.attention.fused import ScoredChunk
 from anomaly_probe.probes.attention_stats import ATTN_METRICS, COUNT_METRICS, fused_stats, key_weights
+from anomaly_probe.probes.chunk_stats import chunk_stats
 from anomaly_probe.probes.rows import StepRows
 from anomaly_probe.probes.scores import scaled_scores, scores_into
 from anomaly_probe.probes.stat_batch import StatBatch
@@ -60,6 +67,12 @@ class AttentionProbe:
         Shared row bookkeeping (one row per query).
     num_layers : int
         Layers of the model (``layers.{L}`` for L in range(num_layers)).
+    recent : int, optional
+        Window of the ``recent_mass`` statistic in tokens (``None``: NaN).
+    sink_size : int, optional
+        Keys ``k_abs < sink_size`` count as sinks for ``sink_mass`` (default: each step's
+        ``StepInfo.sink_size``; the run passes the method's, so the full cache is measured on the same
+        tokens).
 
     Notes
     -----
@@ -70,9 +83,13 @@ class AttentionProbe:
     only (the engines' contract).
     """
 
-    def __init__(self, rows: StepRows, num_layers: int) -> None:
+    def __init__(self, rows: StepRows, num_layers: int, recent: int | None = None,
+                 sink_size: int | None = None) -> None:
         self.rows = rows
         self.num_layers = num_layers
+        self.recent = recent
+        self.sink_size = sink_size
+        self._keys: tuple | None = None  # (info, device, key_w (Tk, 3), q_off (Tq,)) of the current forward
         self.calls = 0
         self.unrecorded_calls = 0
         self._info: StepInfo | None = None
@@ -109,6 +126,11 @@ class AttentionProbe:
         where = self._step(module, logits.shape[-2])
         if where is None:
             return
+        if self.rows.stride > 1:  # only some rows are recorded: reduce those now
+            select, _ = self.rows.chunk_rows(self._info, where[1], where[1] + logits.shape[-2])
+            if select is None or select.numel():
+                self._reduce_one(logits.float(), visible, *where, select=select)
+            return
         if logits.numel() * self.num_layers > FORWARD_ELEMENTS:  # large: reduce now, per layer
             self._reduce_one(logits.float(), visible, *where)
         else:
@@ -132,8 +154,12 @@ class AttentionProbe:
         Tk = key.shape[2]
         if query.shape[0] != 1 or H * Tq * Tk * self.num_layers > FORWARD_ELEMENTS:
             return False
+        if Tq > 1 and self.rows.stride > 1:
+            return False
         where = self._step(module, Tq)
         if where is None:
+            return True
+        if self.rows.recorded(self._info) == 0:  # a query the stride skips
             return True
         layer, row_lo = where
         with single_thread(query.device), torch.no_grad():  # small work: keep the thread pool asleep
@@ -155,10 +181,10 @@ class AttentionProbe:
             return r if row_key == key and _same_mask(visible, row_visible) else None
         if not StatBatch.batchable(visible):
             return None
-        key_w, q_off = key_weights(self._info, slice(row_lo, row_lo + Tq), Tk)
+        key_w, q_off = key_weights(self._info, slice(row_lo, row_lo + Tq), Tk, self.sink_size)
         if self._batch is None or not self._batch.fits(H, Tq, Tk, device):
             self.flush()
-            self._batch = StatBatch(self.num_layers, H, Tq, Tk, device)
+            self._batch = StatBatch(self.num_layers, H, Tq, Tk, device, self.recent)
         r = self._batch.open(Tk, visible, key_w, q_off, self._base + row_lo)
         self._row = (key, visible, r)
         return r
@@ -184,14 +210,48 @@ class AttentionProbe:
                     self._reduce_one(e.scores, e.visible, e.layer, e.row_lo)
         self._row = None
 
-    def _reduce_one(self, scores: torch.Tensor, visible: torch.Tensor | None, layer: int, row_lo: int) -> None:
-        """Reduce one layer's scores (1, H, Tq, Tk) now."""
+    def _reduce_one(self, scores: torch.Tensor, visible: torch.Tensor | None, layer: int, row_lo: int,
+                    select: torch.Tensor | None = None) -> None:
+        """Reduce one layer's scores (1, H, Tq, Tk) of query rows ``row_lo:row_lo+Tq`` now (rows ``select``
+        of them only, when given: the recorded ones)."""
         _, H, Tq, Tk = scores.shape
-        key_w, q_off = key_weights(self._info, slice(row_lo, row_lo + Tq), Tk)
         vis = None if visible is None else visible.reshape(1, *visible.shape[-3:])
-        stats = fused_stats(scores.reshape(1, H, Tq, Tk), vis, key_w.to(scores.device)[None],
-                            q_off.to(scores.device)[None])  # (1, H, Tq, M)
-        self._keep(stats.transpose(1, 2)[:, None], [[layer]], [self._base + row_lo], slots=[[0]])
+        rows = torch.arange(row_lo, row_lo + Tq)
+        _, first = self.rows.chunk_rows(self._info, row_lo, row_lo + Tq)  # trace row of the first recorded one
+        if select is not None:
+            rows, scores = rows[select], scores.index_select(2, select.to(scores.device))
+            if vis is not None and vis.shape[2] > 1:
+                vis = vis.index_select(2, select.to(vis.device))
+        key_w, q_off = key_weights(self._info, rows, Tk, self.sink_size)
+        stats = fused_stats(scores.reshape(1, H, rows.numel(), Tk), vis, key_w.to(scores.device)[None],
+                            q_off.to(scores.device)[None], self.recent)  # (1, H, Tq', M)
+        self._keep(stats.transpose(1, 2)[:, None], [[layer]], [first], slots=[[0]])
+
+    def observe_chunk(self, chunk: ScoredChunk) -> None:
+        """Record one query chunk of the fused attention (an ``Observer`` of :mod:`anomaly_probe.attention.fused`)."""
+        lo, hi = chunk.rows
+        if chunk.logits.shape[0] != 1:
+            raise ValueError(f"attention probe: batch size 1 only, got {tuple(chunk.logits.shape)}")
+        where = self._step(chunk.module, hi - lo)
+        if where is None:
+            return
+        select, first = self.rows.chunk_rows(self._info, lo, hi)
+        if select is not None and select.numel() == 0:
+            return
+        key_w, q_off = self._key_weights(chunk.n_keys, chunk.logits.device)
+        rows = slice(lo, hi) if select is None else lo + select
+        with torch.no_grad():
+            stats = chunk_stats(chunk, key_w[chunk.cols], q_off[rows], self.recent, select)  # (1, H, c', M)
+        self._keep(stats.transpose(1, 2)[:, None], [[where[0]]], [first], slots=[[0]])
+
+    def _key_weights(self, n_keys: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key weights (Tk, 3) and query offsets (Tq,) of the current forward, on ``device`` (made once per
+        forward; the reference index is its last query)."""
+        info = self._info
+        if self._keys is None or self._keys[0] is not info or self._keys[1] != device:
+            key_w, q_off = key_weights(info, slice(None), n_keys, self.sink_size)
+            self._keys = (info, device, key_w.to(device), q_off.to(device))
+        return self._keys[2], self._keys[3]
 
     def flush(self) -> None:
         """Reduce the current batch."""

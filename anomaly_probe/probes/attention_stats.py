@@ -18,7 +18,7 @@ from anomaly_probe.step_context import StepInfo
 ATTN_METRICS = (
     "entropy", "entropy_norm", "logit_max", "logit_min",
     "fp16_underflow_count", "fp16_underflow_mass", "bf16_underflow_count", "bf16_underflow_mass",
-    "fp16_overflow_count", "nonfinite_count", "sink_mass", "mean_distance",
+    "fp16_overflow_count", "nonfinite_count", "sink_mass", "mean_distance", "recent_mass",
 )
 """Names of the last axis of :func:`fused_stats` (trace columns ``layers.{L}.attn.{name}``)."""
 
@@ -30,7 +30,7 @@ _HIDDEN = 1e30  # stand-in for -inf on hidden keys in the fast path (exp underfl
 
 
 def fused_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tensor,
-                q_off: torch.Tensor) -> torch.Tensor:
+                q_off: torch.Tensor, recent: int | None = None) -> torch.Tensor:
     """Every metric of :data:`ATTN_METRICS` for every query row, in one pass.
 
     Parameters
@@ -45,6 +45,9 @@ def fused_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tens
         (tokens) and 1.0, where ``ref`` is any reference index (see :func:`key_weights`).
     q_off : torch.Tensor
         ``ref - q_abs`` of each query, float32, shape (R, Tq).
+    recent : int, optional
+        Window of ``recent_mass``: the weight on keys fewer than ``recent`` tokens before the query
+        (``q - k < recent``, the query itself included); ``None``: NaN.
 
     Returns
     -------
@@ -83,7 +86,8 @@ def fused_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tens
     zeros = torch.zeros_like(entropy)
     stats = {"entropy": entropy, "entropy_norm": entropy / log_n, "logit_max": hi, "logit_min": lo,
              "fp16_overflow_count": zeros, "nonfinite_count": zeros,
-             "sink_mass": pw[..., 0], "mean_distance": pw[..., 1] - q_off[:, None, :] * pw[..., 2]}
+             "sink_mass": pw[..., 0], "mean_distance": pw[..., 1] - q_off[:, None, :] * pw[..., 2],
+             "recent_mass": _recent_mass(e, total, key_w, q_off, recent)}
 
     rows = _RowGather(R, N, Tq, Tk)
     odd = ~(torch.isfinite(hi) & torch.isfinite(lo)) | (hi > FP16_MAX) | (lo < -FP16_MAX)
@@ -101,13 +105,22 @@ def fused_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tens
     idx = rows.where(odd)
     if idx is not None:  # rare: non-finite or huge logits, rows without visible keys
         r, t = idx // (N * Tq), idx % Tq
-        exact = row_stats(rows.take(x, idx), rows.take(visible, idx), key_w[r], q_off[r, t])
+        exact = row_stats(rows.take(x, idx), rows.take(visible, idx), key_w[r], q_off[r, t], recent)
         out.view(-1, len(ATTN_METRICS))[idx] = exact
     return out
 
 
+def _recent_mass(e: torch.Tensor, total: torch.Tensor, key_w: torch.Tensor, q_off: torch.Tensor,
+                 recent: int | None) -> torch.Tensor:
+    """Weight on each query's last ``recent`` tokens, from ``e`` (R, N, Tq, Tk) and ``total`` (R, N, Tq)."""
+    if recent is None:
+        return torch.full_like(total, math.nan)
+    near = (key_w[:, None, :, 1] < q_off[:, :, None] + recent)[:, None]  # (R, 1, Tq, Tk): q - k < recent
+    return (e * near).sum(-1) / total
+
+
 def row_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tensor,
-              q_off: torch.Tensor) -> torch.Tensor:
+              q_off: torch.Tensor, recent: int | None = None) -> torch.Tensor:
     """The readable path: every metric of some query rows, by the definitions, whatever their logits.
 
     Parameters
@@ -120,6 +133,8 @@ def row_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tensor
         (k, Tk, 3), as in :func:`fused_stats`.
     q_off : torch.Tensor
         (k,), as in :func:`fused_stats`.
+    recent : int, optional
+        As in :func:`fused_stats`.
 
     Returns
     -------
@@ -138,7 +153,10 @@ def row_stats(x: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tensor
     stats = {"entropy": entropy, "entropy_norm": entropy / torch.log(n_vis), "logit_max": lmax, "logit_min": lmin,
              "fp16_overflow_count": ((x.abs() > FP16_MAX) & vis).sum(-1, dtype=torch.float32),
              "nonfinite_count": n_vis - finite.sum(-1, dtype=torch.float32),
-             "sink_mass": pw[:, 0], "mean_distance": pw[:, 1] - q_off * pw[:, 2]}
+             "sink_mass": pw[:, 0], "mean_distance": pw[:, 1] - q_off * pw[:, 2],
+             "recent_mass": (torch.full_like(entropy, math.nan) if recent is None else
+                             torch.where(key_w[:, :, 1] < q_off[:, None] + recent, p, 0.0).sum(-1)
+                             + 0.0 * p.sum(-1))}  # NaN weights anywhere: NaN, like the other weight statistics
     for kind, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
         lost = (p > 0) & (p.to(dtype) == 0)
         stats[f"{kind}_underflow_count"] = lost.sum(-1, dtype=torch.float32)
@@ -172,17 +190,21 @@ class _RowGather:
         out.view(-1)[idx] = values
 
 
-def key_weights(info: StepInfo, rows: slice, n_keys: int) -> tuple[torch.Tensor, torch.Tensor]:
+def key_weights(info: StepInfo, rows: slice | torch.Tensor, n_keys: int,
+                sink_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Key weights and query offsets of some query rows of a step, for :func:`fused_stats`.
 
     Parameters
     ----------
     info : StepInfo
         The forward's step description.
-    rows : slice
-        Which rows of ``info.q_abs`` the logits hold.
+    rows : slice or torch.Tensor
+        Which rows of ``info.q_abs`` the logits hold (a slice, or int64 row indices in increasing order).
     n_keys : int
         Key axis length of the logits; must equal ``len(info.k_abs)``.
+    sink_size : int, optional
+        Keys ``k_abs < sink_size`` are sinks (default ``info.sink_size``): the probe measures the
+        method's sink tokens in the full-cache baseline too, whose engine names no sinks.
 
     Returns
     -------
@@ -196,12 +218,13 @@ def key_weights(info: StepInfo, rows: slice, n_keys: int) -> tuple[torch.Tensor,
                          f"{k.numel()} (StepInfo.k_abs); the engine's StepInfo is out of sync with its cache")
     q = info.q_abs.cpu()[rows]
     ref = q.max()
-    key_w = torch.stack([(k < info.sink_size).float(), (ref - k).float(), torch.ones(n_keys)], dim=-1)
+    sinks = info.sink_size if sink_size is None else sink_size
+    key_w = torch.stack([(k < sinks).float(), (ref - k).float(), torch.ones(n_keys)], dim=-1)
     return key_w, (ref - q).float()
 
 
 def attention_stats(logits: torch.Tensor, visible: torch.Tensor | None, info: StepInfo,
-                    rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+                    rows: slice = slice(None), recent: int | None = None) -> dict[str, torch.Tensor]:
     """Readable entry point: named statistics of some query rows of one forward.
 
     Parameters
@@ -214,6 +237,8 @@ def attention_stats(logits: torch.Tensor, visible: torch.Tensor | None, info: St
         The forward's step description (absolute indices, sink size).
     rows : slice
         Rows of ``info.q_abs`` that the logits hold (default: all).
+    recent : int, optional
+        Window of ``recent_mass`` in tokens (``None``: NaN).
 
     Returns
     -------
@@ -224,6 +249,6 @@ def attention_stats(logits: torch.Tensor, visible: torch.Tensor | None, info: St
     key_w, q_off = key_weights(info, rows, Tk)
     x = logits.float().reshape(1, B * H, Tq, Tk)
     vis = None if visible is None else torch.broadcast_to(visible, logits.shape).reshape(1, B * H, Tq, Tk)
-    stats = fused_stats(x, vis, key_w.to(x.device)[None], q_off.to(x.device)[None])  # (1, B*H, Tq, M)
+    stats = fused_stats(x, vis, key_w.to(x.device)[None], q_off.to(x.device)[None], recent)  # (1, B*H, Tq, M)
     stats = stats.view(B, H, Tq, len(ATTN_METRICS))
     return {name: stats[..., i] for i, name in enumerate(ATTN_METRICS)}

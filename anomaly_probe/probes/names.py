@@ -10,8 +10,9 @@ PROBE_NAMES = ("attention", "cache", "process")
 """Every probe, in the order they are attached (attention first: it wraps the forward)."""
 AUTO_PROBES = ("cache", "process")
 """``--probes auto`` (the default): the per-forward probes, whose cost does not grow with the context. The
-attention probe recomputes every query's scores in float32 (at 12k tokens it makes a full-cache run ~5x
-slower on a CPU), so it is opt-in (``all`` or ``attention``)."""
+attention probe (``all`` or ``attention``; ``make demo`` uses ``all``) reads the scores of the fused
+attention kernel in the chunked engines (no second pass over the keys), but its statistics still add
+passes over every query's scores, O(T^2) per run; ``--probe-stride N`` records every Nth query."""
 
 
 def parse_probes(text: str) -> tuple[str, ...]:

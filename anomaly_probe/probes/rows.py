@@ -1,6 +1,9 @@
-"""Trace rows: every query of every forward gets one row, in the order the forwards ran.
+"""Trace rows: every recorded query of every forward gets one row, in the order the forwards ran.
 
-The attention probe (during a forward) and the cache/process probes (after it) both ask
+With ``--probe-stride N`` only queries whose absolute index is a multiple of N are recorded (every
+query with the default N = 1), so a forward's recorded rows need not be contiguous among its queries:
+:meth:`StepRows.chunk_rows` maps any range of a forward's query rows to the recorded ones and their
+trace rows. The attention probe (during a forward) and the cache/process probes (after it) both ask
 :meth:`StepRows.register` for a forward's first row, so their records line up without sharing state.
 """
 
@@ -62,33 +65,68 @@ def query_reach(info: StepInfo) -> tuple[np.ndarray, np.ndarray]:
 class StepRows:
     """Row bookkeeping shared by the probes of one scoring run.
 
+    Parameters
+    ----------
+    stride : int
+        Record queries whose absolute index is a multiple of ``stride`` (1: every query).
+
     Attributes
     ----------
     n : int
         Rows assigned so far (S once the run is over).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stride: int = 1) -> None:
+        if stride < 1:
+            raise ValueError(f"probe stride must be >= 1, got {stride}")
+        self.stride = stride
         self.n = 0
         self._last: StepInfo | None = None
         self._last_base = 0
+        self._last_before: np.ndarray | None = None  # (Tq + 1,) recorded rows before each query row
         self._cols: dict[str, list[np.ndarray]] = {"step": [], "query_pos": [], "max_distance": [],
                                                     "n_keys": [], "sink_size": []}
 
     def register(self, info: StepInfo) -> int:
-        """First row of ``info``'s queries; assigns ``len(info.q_abs)`` new rows on first sight."""
+        """First trace row of ``info``'s recorded queries; assigns their rows on first sight."""
         if info is self._last:
             return self._last_base
-        base, tq = self.n, int(info.q_abs.numel())
+        base = self.n
+        q_abs = info.q_abs.cpu().numpy().astype(np.int64)
+        keep = (q_abs % self.stride) == 0 if self.stride > 1 else np.ones(q_abs.size, dtype=bool)  # (Tq,)
         n_keys, max_distance = query_reach(info)
-        self._cols["step"].append(info.q_abs.cpu().numpy().astype(np.int64))
-        self._cols["query_pos"].append(info.q_pos.cpu().numpy().astype(np.int64))
-        self._cols["max_distance"].append(max_distance)
-        self._cols["n_keys"].append(n_keys)
-        self._cols["sink_size"].append(np.full(tq, info.sink_size, dtype=np.int64))
-        self.n += tq
+        self._cols["step"].append(q_abs[keep])
+        self._cols["query_pos"].append(info.q_pos.cpu().numpy().astype(np.int64)[keep])
+        self._cols["max_distance"].append(max_distance[keep])
+        self._cols["n_keys"].append(n_keys[keep])
+        self._cols["sink_size"].append(np.full(int(keep.sum()), info.sink_size, dtype=np.int64))
+        self.n += int(keep.sum())
         self._last, self._last_base = info, base
+        self._last_before = np.concatenate([[0], np.cumsum(keep)])
         return base
+
+    def recorded(self, info: StepInfo) -> int:
+        """How many of ``info``'s queries are recorded (registers ``info``)."""
+        self.register(info)
+        return int(self._last_before[-1])
+
+    def chunk_rows(self, info: StepInfo, lo: int, hi: int) -> tuple[torch.Tensor | None, int]:
+        """The recorded rows among query rows ``lo:hi`` of ``info`` and the trace row of the first.
+
+        Returns
+        -------
+        tuple
+            ``select``: ``None`` when every row of the range is recorded, else int64 indices into the
+            range (possibly empty); and the trace row of the first recorded one.
+        """
+        base = self.register(info)
+        before = self._last_before
+        first = base + int(before[lo])
+        n = int(before[hi] - before[lo])
+        if n == hi - lo:
+            return None, first
+        keep = np.diff(before[lo:hi + 1]).astype(bool)
+        return torch.from_numpy(np.nonzero(keep)[0]), first
 
     def columns(self) -> dict[str, np.ndarray]:
         """``step``, ``query_pos``, ``max_distance``, ``n_keys``, ``sink_size``: each (S,) int64."""

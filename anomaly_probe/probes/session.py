@@ -25,6 +25,9 @@ from anomaly_probe.probes.trace import save_trace, trace_steps
 from anomaly_probe.step_context import StepInfo
 
 
+DEFAULT_RECENT = 252  # tokens: StreamingLLM's default recent window (the run passes its method's)
+
+
 class ProbeSession:
     """The probes of one scoring run and the trace they produce.
 
@@ -35,6 +38,15 @@ class ProbeSession:
     names : sequence of str
         Probe names from :data:`~anomaly_probe.probes.names.PROBE_NAMES` (see ``parse_probes``); empty
         is a real, do-nothing session (``observer`` is ``None``, ``save`` writes nothing).
+    stride : int
+        Record every ``stride``-th query (absolute index a multiple of it; ``--probe-stride``), in every
+        probe, so the trace's rows stay shared.
+    sink_size : int, optional
+        Tokens that count as sinks for ``sink_mass`` (default: what each engine step says; the run passes
+        the method's, so that the full cache's sink mass is measured on the same tokens).
+    recent : int, optional
+        Window of ``recent_mass`` (tokens before the query, itself included; default
+        :data:`DEFAULT_RECENT`, the default method's recent window); ``None``: not measured (NaN).
 
     Examples
     --------
@@ -43,7 +55,8 @@ class ProbeSession:
     >>> columns = probes.trace()
     """
 
-    def __init__(self, model: torch.nn.Module, names) -> None:
+    def __init__(self, model: torch.nn.Module, names, stride: int = 1, sink_size: int | None = None,
+                 recent: int | None = DEFAULT_RECENT) -> None:
         unknown = [n for n in names if n not in PROBE_NAMES]
         if unknown:
             raise ValueError(f"unknown probes {unknown}; available: {', '.join(PROBE_NAMES)}")
@@ -51,8 +64,9 @@ class ProbeSession:
         self.names = tuple(n for n in PROBE_NAMES if n in names)
         self.num_layers = int(model.config.num_hidden_layers)
         self.device = device = next(model.parameters()).device
-        self.rows = StepRows()
-        self.attention = AttentionProbe(self.rows, self.num_layers) if "attention" in self.names else None
+        self.rows = StepRows(stride)
+        self.attention = (AttentionProbe(self.rows, self.num_layers, recent, sink_size)
+                          if "attention" in self.names else None)
         self.cache = CacheProbe(self.num_layers) if "cache" in self.names else None
         self.process = ProcessProbe(device) if "process" in self.names else None
         self._stack: ExitStack | None = None
@@ -80,13 +94,15 @@ class ProbeSession:
         """Engine callback after every forward (see :class:`~anomaly_probe.step_context.StepObserver`)."""
         self._forwards += 1
         with single_thread(self.device), torch.no_grad():
-            row0, n_rows = self.rows.register(info), int(info.q_abs.numel())
+            row0, n_rows = self.rows.register(info), self.rows.recorded(info)
             if self.attention is not None:
                 self.attention.end_forward()
                 if self._forwards == 1 and self.attention.calls == 0 and self.attention.unrecorded_calls == 0:
                     raise UserError(f"the attention probe saw no attention call in {type(self.model).__name__}'s "
                                     "forward: its attention bypasses transformers' AttentionInterface; "
                                     "use --probes cache,process")
+            if n_rows == 0:  # every query of this forward is skipped by the stride
+                return
             if self.cache is not None:
                 self.cache.after_forward(row0, n_rows, cache)
             if self.process is not None:

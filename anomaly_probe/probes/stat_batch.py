@@ -34,10 +34,14 @@ class StatBatch:
         Key count of the first forward; the buffer keeps room for a few more (growing caches).
     device : torch.device
         Where the logits live.
+    recent : int, optional
+        Window of ``recent_mass`` (tokens; ``None``: NaN).
     """
 
-    def __init__(self, num_layers: int, heads: int, n_queries: int, n_keys: int, device: torch.device) -> None:
+    def __init__(self, num_layers: int, heads: int, n_queries: int, n_keys: int, device: torch.device,
+                 recent: int | None = None) -> None:
         self.num_layers, self.heads, self.n_queries, self.device = num_layers, heads, n_queries, device
+        self.recent = recent  # window of the recent_mass statistic (tokens)
         self.key_cap = n_keys + max(16, n_keys // 8)  # room for a growing cache
         per_row = num_layers * heads * n_queries * self.key_cap
         self.capacity = min(MAX_ROWS, BATCH_ELEMENTS // per_row)
@@ -103,6 +107,6 @@ class StatBatch:
                 for layer in set(range(self.num_layers)) - set(layers):
                     self.x[r, layer * h:(layer + 1) * h].zero_()
         visible = self.visible[:n] if self.masked else None
-        stats = fused_stats(self.x[:n], visible, self.key_w[:n], self.q_off[:n])  # (n, L*H, Tq, M)
+        stats = fused_stats(self.x[:n], visible, self.key_w[:n], self.q_off[:n], self.recent)  # (n, L*H, Tq, M)
         stats = stats.view(n, self.num_layers, h, self.n_queries, -1).transpose(2, 3)  # (n, L, Tq, H, M)
         return stats, self.written, self.row0

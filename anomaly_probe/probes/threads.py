@@ -11,20 +11,9 @@ toggled; nor with ATen's native thread pool, which cannot be resized once used.
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
-
 import torch
 
-
-@lru_cache(maxsize=None)
-def _can_toggle(n_threads: int) -> bool:
-    """True when ``torch.set_num_threads(n_threads)`` restores every pool exactly as it was."""
-    info = torch.__config__.parallel_info()
-    if "parallel backend: OpenMP" not in info:  # the native backend cannot resize after first use
-        return False
-    mkl = re.search(r"mkl_get_max_threads\(\) : (\d+)", info)
-    return mkl is None or int(mkl.group(1)) == n_threads
+from anomaly_probe.threads import can_toggle as _can_toggle
 
 
 class single_thread:

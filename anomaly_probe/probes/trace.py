@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+COMPRESS_LEVEL = 1  # zlib level: a 12k-token trace is ~170 MB raw; level 1 writes it ~3x faster than numpy's 6
+
 
 def save_trace(path: Path, columns: dict[str, np.ndarray]) -> int:
-    """Write ``columns`` atomically as a compressed npz.
+    """Write ``columns`` atomically as a compressed npz (read back by ``np.load``/:func:`load_trace`).
 
     Returns
     -------
@@ -20,7 +23,10 @@ def save_trace(path: Path, columns: dict[str, np.ndarray]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     try:
-        np.savez_compressed(tmp, **columns)
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
+            for name, array in columns.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
         os.replace(tmp, path)
     except BaseException:  # disk full, interrupt: no temp file left behind
         tmp.unlink(missing_ok=True)

@@ -41,6 +41,7 @@ def config_from_args(args: argparse.Namespace):
         out=local_path(args.out, "out"),
         hypotheses=resolve_hypotheses(args.hypothesis), probes=args.probes, stepwise_tokens=args.stepwise_tokens,
         policy_on_sliding=args.policy_on_sliding,
+        probe_stride=args.probe_stride,
     )
 
 

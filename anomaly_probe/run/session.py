@@ -8,6 +8,7 @@ session only through :meth:`Session.scored` (a :class:`~anomaly_probe.run.judgin
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,8 @@ def validate_config(config: RunConfig) -> CacheMethod:
     pick_engine(config.engine, FullCache())
     pick_engine(config.engine, method)
     parse_probes(config.probes)
+    if config.probe_stride < 1:
+        raise UserError(f"--probe-stride {config.probe_stride}: must be >= 1 (1 records every query)")
     return method
 
 
@@ -176,13 +179,16 @@ class Session:
         for run in self.runs:
             if run.key == unit.key:
                 return run
+        start = time.perf_counter()
         fn = ENGINES.get(unit.engine)
         kwargs = {"chunk_size": self.config.chunk_size} if unit.engine in CHUNKED_ENGINES else {}
         if unit.windows:
             kwargs["windows"] = unit.windows
         ids = self._samples[unit.max_tokens][unit.sample][:unit.n_tokens]
         intervention_info: dict = {}
-        probes = ProbeSession(self.loaded.model, parse_probes(self.config.probes))
+        probes = ProbeSession(self.loaded.model, self.probe_names(unit), stride=self.config.probe_stride,
+                              sink_size=getattr(self.method, "sink_size", None),
+                              recent=getattr(self.method, "recent_size", None) or None)
         with apply_intervention(unit.intervention, self.loaded.model, intervention_info), probes, \
                 sliding_policy(self.config.policy_on_sliding):
             scores = fn(self.loaded.model, ids, unit.method, progress=progress or (lambda n: None),
@@ -193,17 +199,21 @@ class Session:
         tokens_file = save_tokens(self.run_dir, unit.key, arrays)  # WriteError: the run stops, resumable
         if probes.names:
             own_folder(self.run_dir, "traces")  # never written through a link out of the folder
+        trace_start = time.perf_counter()
         try:
             trace = probes.save(self.run_dir, unit.key)  # trace_file, trace_bytes_per_step (with --probes)
         except OSError as exc:
             raise WriteError(f"cannot write the trace of {unit.key} in {str(self.run_dir)!r}: "
                              f"{exc.strerror or exc}") from None
+        if trace:
+            trace["trace_seconds"] = time.perf_counter() - trace_start
         record = UnitRecord(
             **unit.method.describe(), key=unit.key, label=unit.method.label(), engine=unit.engine,
             intervention=unit.intervention, intervention_info=intervention_info, prefix=unit.prefix,
             windows=[list(w) for w in unit.windows] or None, dtype=dtype_name(self.dtype), max_tokens=unit.max_tokens, sample=unit.sample, **scores.summary(),
             tokens_file=tokens_file, **trace,
             nonfinite=nonfinite, extra=self._policy_probe(unit, scores),
+            unit_seconds=time.perf_counter() - start,
         )
         self.runs.append(record)
         self.arrays[unit.key] = arrays
@@ -222,6 +232,26 @@ class Session:
         own_folder(self.run_dir, "traces")  # never written through a link out of the folder
         return {"policy_probe": probe_summary(arrays) | {"file": save_npz(self.run_dir, f"traces/{unit.key}-policy.npz",
                                                                           arrays)}}
+
+    def probe_names(self, unit: Unit) -> tuple[str, ...]:
+        """The probes ``unit`` runs with: ``--probes``, except that the attention probe records only the
+        units whose traces the report draws (the baseline and method of each length and sample, and the
+        recompute oracle); the experiments' other units (interventions, the eval-bias token loop and spot
+        windows, memory ballast, other position modes, the window without sinks) keep the per-forward
+        probes, so ``--probes all`` costs the attention statistics of those runs only."""
+        names = parse_probes(self.config.probes)
+        if "attention" not in names or self.draws_attention(unit):
+            return names
+        return tuple(n for n in names if n != "attention")
+
+    def draws_attention(self, unit: Unit) -> bool:
+        """Whether the report draws ``unit``'s attention trace (baseline, method or oracle role)."""
+        from anomaly_probe.methods.recompute import RecomputeOracle
+
+        if unit.intervention != "none" or unit.prefix is not None or unit.windows:
+            return False
+        return isinstance(unit.method, RecomputeOracle) or unit.key in {u.key for u in self.pair(unit.max_tokens,
+                                                                                                 unit.sample)}
 
     def _locate_nonfinite(self, unit: Unit, ids: torch.Tensor, scores, kwargs: dict) -> dict | None:
         """NaN/inf NLL: count it and find the first layer (one more forward up to it); else None."""

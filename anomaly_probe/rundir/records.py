@@ -155,7 +155,13 @@ class UnitRecord(Record):
     nll_mean, ppl, acc : float or None
         Mean NLL (nats/token), exp(nll_mean), top-1 accuracy; null when the NLL has NaN/inf.
     tok_per_s, seconds : float or None
-        Scoring speed and wall time.
+        Scoring speed and wall time of the engine's loop (seconds).
+    unit_seconds : float or None
+        Wall time of the whole unit (seconds): the intervention's setup, scoring with its probes,
+        assembling and writing the probe trace, locating a NaN, saving the tokens; what the unit cost
+        the run (the console summary's ``time (s)``).
+    trace_seconds : float or None
+        Of which assembling and writing the probe trace (with probes).
     peak_rss_bytes : int or float or None
         Peak resident memory (bytes).
     tokens_file : str
@@ -167,7 +173,8 @@ class UnitRecord(Record):
     """
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"window", "stride", "windows", "sample_id", "source_file", "trace_file",
-                                                     "trace_bytes_per_step", "nonfinite"})
+                                                     "trace_bytes_per_step", "nonfinite", "unit_seconds",
+                                                     "trace_seconds"})
     REQUIRED: ClassVar[tuple[str, ...]] = ("key",)
 
     key: str
@@ -195,6 +202,8 @@ class UnitRecord(Record):
     acc: float | None = None
     tok_per_s: float | None = None
     seconds: float | None = None
+    unit_seconds: float | None = None
+    trace_seconds: float | None = None
     peak_rss_bytes: int | float | None = None
     tokens_file: str = ""
     trace_file: str | None = None

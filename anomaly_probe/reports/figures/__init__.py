@@ -16,12 +16,13 @@ Builder = Callable[..., list]
 BUILDERS: dict[str, tuple[Builder, ...]] = {
     "overview": (runs.ppl_by_run,),
     "position": (position.nll_by_position, position.ppl_by_position, position.gap_curve),
-    "numerics": (numerics.precision_comparison, attention.logit_range, numerics.underflow),
+    "numerics": (numerics.precision_comparison, attention.logit_range, numerics.underflow,
+                 numerics.underflow_by_cache_length),
     "dilution": (attention.entropy_heatmap,),
     "memory": (memory.memory_over_steps, memory.memory_table),
     "eval-bias": (evalbias.stepwise_vs_batched,),
     "handling": (),
-    "sinks": (),
+    "sinks": (attention.sink_mass,),
     "ablation": (),
 }
 

@@ -45,6 +45,28 @@ def entropy_heatmap(data: RunData, verdicts: list[dict] | None = None) -> list:
     return [Figure("entropy-heatmap", spec, caption)]
 
 
+def sink_mass(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """Attention mass on the sink tokens, and on the most recent window, over positions, per role."""
+    sinks, x_max = step_series(data, metric("sink_mass", "mean", "mean"))
+    recent, _ = step_series(data, metric("recent_mass", "mean", "mean"))
+    if not sinks and not recent:
+        return []
+    vl = trained_context_vline(data, x_max)
+    panels = [p for p in (
+        {"kind": "line", "title": "mass on the sink tokens", "series": sinks, "vlines": vl,
+         "ylabel": "attention mass (mean over layers, heads)"},
+        {"kind": "line", "title": "mass on the most recent window", "series": recent, "vlines": vl,
+         "ylabel": "attention mass (mean over layers, heads)"},
+    ) if p["series"]]
+    spec = {"kind": "panels", "title": "Attention mass on sinks and recent tokens over positions",
+            "xlabel": STEP_XLABEL, "panels": panels, "ncols": 2}
+    caption = ("Share of each query's attention on the method's sink tokens (the first sink-size tokens of the "
+               "sample, in every run: the full cache keeps them too) and on its most recent window (the method's "
+               "recent size, the query itself included), averaged over layers, heads, the queries in each bin "
+               "and samples. What the full cache puts outside both is what a sinks + recent cache evicts.")
+    return [Figure("sink-mass", spec, caption)]
+
+
 def logit_range(data: RunData, verdicts: list[dict] | None = None) -> list:
     """Largest and smallest finite attention logit over steps, per role and sample length."""
     top, x_max = step_series(data, metric("logit_max", "max", "max"), reduce="max")

@@ -39,6 +39,28 @@ def underflow(data: RunData, verdicts: list[dict] | None = None) -> list:
     return [Figure("underflow", spec, caption)]
 
 
+def underflow_by_cache_length(data: RunData, verdicts: list[dict] | None = None) -> list:
+    """fp16 underflow and the mass it loses against the cache length (keys each query attended to)."""
+    count, _ = step_series(data, metric("fp16_underflow_count", "sum", "sum"), x_column="n_keys")
+    mass, _ = step_series(data, metric("fp16_underflow_mass", "sum", "sum"), x_column="n_keys")
+    if not count and not mass:
+        return []
+    panels = [p for p in (
+        {"kind": "line", "title": "fp16: weights lost per query", "series": count,
+         "ylabel": "weights (count, sum over layers, heads)"},
+        {"kind": "line", "title": "fp16: probability mass lost per query", "series": mass,
+         "ylabel": "probability mass (sum over layers, heads)", "log_y": True},
+    ) if p["series"]]
+    spec = {"kind": "panels", "title": "Softmax underflow against cache length",
+            "xlabel": "cache length (keys the query attends to)", "panels": panels, "ncols": 2}
+    caption = ("fp16 softmax underflow by the number of keys each query attended to, so the full cache and the "
+               "compressed one are compared at equal cache length (the method's queries all sit at its capacity). "
+               "Left: weights that are > 0 in fp32 but round to 0 in fp16; right: the fp32 probability mass they "
+               "carried; both summed over layers and heads and averaged over the queries in each bin and over "
+               "samples.")
+    return [Figure("underflow-by-cache-length", spec, caption)]
+
+
 def _reference(data: RunData) -> tuple[str, list[dict]]:
     precision = roles.precision_runs(data)
     for name in REFERENCES:

@@ -16,8 +16,11 @@ Extract = Callable[[dict], "np.ndarray | None"]
 
 
 def step_series(data: RunData, extract: Extract, reduce: str = "mean", scale: float = 1.0,
-                suffix: str = "") -> tuple[list[dict], int]:
+                suffix: str = "", x_column: str = "step") -> tuple[list[dict], int]:
     """One line per (role, sample length): ``extract`` binned over steps, samples pooled.
+
+    ``x_column`` is the trace column on the x axis: ``step`` (the query's position), or ``n_keys``
+    (the keys the query attended to: the cache length).
 
     Returns
     -------
@@ -32,8 +35,8 @@ def step_series(data: RunData, extract: Extract, reduce: str = "mean", scale: fl
             xs, ys = [], []
             for t in traces:
                 y = extract(t)
-                if y is not None and np.size(y):
-                    xs.append(np.asarray(t["step"], dtype=np.float64))
+                if y is not None and np.size(y) and x_column in t:
+                    xs.append(np.asarray(t[x_column], dtype=np.float64))
                     ys.append(np.asarray(y, dtype=np.float64) * scale)
             if not ys:
                 continue
