@@ -60,8 +60,20 @@ def _random_case(H=3, Tq=24, Tk=60, seed=0):
     return q, k, v, visible, info
 
 
+@pytest.fixture(params=["numba", "torch"])
+def stats_path(request, monkeypatch):
+    """Chunk statistics by the one-pass numba kernel (CPU) and by torch passes (other devices)."""
+    from anomaly_probe.probes import row_kernel
+
+    if request.param == "torch":
+        monkeypatch.setattr(row_kernel, "available", lambda t: False)
+    else:
+        pytest.importorskip("numba")
+    return request.param
+
+
 @pytest.mark.parametrize("chunk_elements", [1 << 20, 3 * 60 * 5])  # one chunk; chunks of 5 query rows
-def test_chunk_statistics_equal_the_readable_definitions(chunk_elements):
+def test_chunk_statistics_equal_the_readable_definitions(chunk_elements, stats_path):
     q, k, v, visible, info = _random_case()
     out, cols, _ = _probe_one_forward(q, k, v, visible, info, recent=7, chunk_elements=chunk_elements)
     logits = (q @ k.transpose(-1, -2))[0]  # (H, Tq, Tk), scaling 1
@@ -75,7 +87,7 @@ def test_chunk_statistics_equal_the_readable_definitions(chunk_elements):
     assert torch.allclose(out[0].transpose(0, 1), w @ v[0], atol=1e-5)
 
 
-def test_stride_records_every_nth_query_with_the_same_statistics():
+def test_stride_records_every_nth_query_with_the_same_statistics(stats_path):
     q, k, v, visible, info = _random_case()
     _, full, full_rows = _probe_one_forward(q, k, v, visible, info, recent=7, chunk_elements=3 * 60 * 5)
     _, some, some_rows = _probe_one_forward(q, k, v, visible, info, recent=7, chunk_elements=3 * 60 * 5, stride=4)

@@ -27,6 +27,7 @@ import torch
 
 from anomaly_probe.attention.gqa import gqa_scores, gqa_weighted
 from anomaly_probe.attention.masks import visible_from_mask
+from anomaly_probe.attention.spans import RowSpans, spans_of
 
 CHUNK_ELEMENTS = 1 << 21  # float32 scores per query chunk (8 MiB): stays near the caches
 HIDDEN = -1e30  # score of a hidden key when an observer reads the scores (finite, unlike -inf)
@@ -168,6 +169,22 @@ def softmax_chunk(logits: torch.Tensor, visible: torch.Tensor | None, full_cols:
     return weights
 
 
+_MASK_CACHE: list = []  # [(mask, version, Tq, Tk, device), (visible, bias, spans)]: one forward's mask
+
+
+def _mask_view(mask: torch.Tensor | None, tq: int, tk: int,
+               device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None, RowSpans | None]:
+    """``visible_from_mask`` of a forward's mask and its :class:`RowSpans`, computed once per forward:
+    every layer receives the same mask tensor, so the last one is kept (by identity and version)."""
+    key = (mask, -1 if mask is None else mask._version, tq, tk, device)
+    if _MASK_CACHE and _MASK_CACHE[0][0] is key[0] and _MASK_CACHE[0][1:] == key[1:]:
+        return _MASK_CACHE[1]
+    visible, bias = visible_from_mask(mask, 0, tq, tq, tk, device)
+    view = (visible, bias, None if visible is None else spans_of(visible))
+    _MASK_CACHE[:] = [key, view]
+    return view
+
+
 def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                     attention_mask: torch.Tensor | None, scaling: float | None = None, recipe: Recipe = Recipe(),
                     observe: Observer | None = None, softcap: float | None = None,
@@ -206,7 +223,7 @@ def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     k = _round(key.to(cd), recipe.round_to)  # (B, Hkv, Tk, D)
     v = _round(value.to(cd), recipe.round_to)
     scale = scaling if scaling is not None else D ** -0.5
-    visible, bias = visible_from_mask(attention_mask, 0, Tq, Tq, Tk, query.device)  # (1|B, 1|H, Tq, Tk)
+    visible, bias, spans = _mask_view(attention_mask, Tq, Tk, query.device)  # (1|B, 1|H, Tq, Tk)
     out = torch.empty(B, H, Tq, v.shape[-1], dtype=cd, device=query.device)
     step = max(1, chunk_elements // max(1, B * H * Tk))
     size = B * H * min(step, Tq) * Tk  # the largest chunk's scores
@@ -214,7 +231,7 @@ def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     for lo in range(0, Tq, step):
         hi = min(lo + step, Tq)
         vis = None if visible is None else (visible[..., lo:hi, :] if visible.shape[-2] > 1 else visible)
-        a, b = (0, Tk) if vis is None else key_span(vis)  # keys outside [a, b) are invisible to every query here
+        a, b, full = (0, Tk, Tk) if spans is None else spans.chunk(*((lo, hi) if visible.shape[-2] > 1 else (0, 1)))
         q = _round(query[:, :, lo:hi].to(cd), recipe.round_to)
         shape = (B, H, hi - lo, b - a)
         views = [buf[:B * H * (hi - lo) * (b - a)].view(shape) for buf in buffers]  # contiguous, reused
@@ -225,7 +242,7 @@ def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
         if bias is not None:  # an additive float mask's biases on visible keys (sdpa adds them too)
             logits = logits + (bias[..., lo:hi, a:b] if bias.shape[-2] > 1 else bias[..., a:b]).to(cd)
         vis_ab = None if vis is None else vis[..., a:b]
-        full = b - a if vis_ab is None else first_partial_column(vis_ab)
+        full = full - a  # columns [0, full) of the chunk need no mask
         weights = softmax_chunk(logits, vis_ab, full, topk=recipe.topk, observe=observe, module=module,
                                 rows=(lo, hi), cols=slice(a, b), n_keys=Tk, out=views[1],
                                 scratch=views[2] if observe is not None else None)

@@ -27,7 +27,8 @@ import math
 
 import torch
 
-from anomaly_probe.attention.fused import ScoredChunk
+from anomaly_probe.attention.fused import HIDDEN, ScoredChunk
+from anomaly_probe.probes import row_kernel
 from anomaly_probe.probes.attention_stats import ATTN_METRICS, FP16_MAX, _RowGather, row_stats
 
 BOUNDS = {"fp16": 2.0 ** -25, "bf16": 2.0 ** -134}
@@ -78,6 +79,8 @@ def chunk_stats(chunk: ScoredChunk, key_w: torch.Tensor, q_off: torch.Tensor, re
     """
     x, p = _rows(chunk.logits, select), _rows(chunk.weights, select)  # (1, H, c', m)
     visible = _rows(chunk.visible, select)
+    if row_kernel.available(x):
+        return _one_pass(x, p, visible, key_w, q_off, recent)
     scratch = chunk.scratch if select is None and chunk.scratch is not None else torch.empty_like(p)
     _, H, c, m = x.shape
     q_off = q_off.to(x.device)
@@ -118,6 +121,40 @@ def chunk_stats(chunk: ScoredChunk, key_w: torch.Tensor, q_off: torch.Tensor, re
     idx = rows.where(odd)
     if idx is not None:  # rare: recompute these rows by the definitions
         vis = torch.ones_like(x, dtype=torch.bool) if visible is None else visible.expand(x.shape)
+        exact = row_stats(rows.take(x, idx), rows.take(vis, idx), key_w.expand(idx.numel(), m, 3),
+                          q_off[idx % c], recent)
+        out.view(-1, len(ATTN_METRICS))[idx] = exact
+    return out
+
+
+def _one_pass(x: torch.Tensor, p: torch.Tensor, visible: torch.Tensor | None, key_w: torch.Tensor,
+              q_off: torch.Tensor, recent: int | None) -> torch.Tensor:
+    """:func:`chunk_stats` on the CPU: one numba pass over ``x`` and ``p`` (1, H, c, m)
+    (:func:`~anomaly_probe.probes.row_kernel.row_sums`), the metrics from its per-row sums."""
+    _, H, c, m = x.shape
+    x2, p2 = x.reshape(H * c, m), p.reshape(H * c, m)  # rows h-major: row h * c + i is query i
+    window = -math.inf if recent is None else float(recent)
+    sums = row_kernel.row_sums(x2, p2, key_w[:, 1].contiguous(), key_w[:, 0].contiguous(),
+                               q_off.to(torch.float32).repeat(H), window, HIDDEN,
+                               (BOUNDS["fp16"], BOUNDS["bf16"]))  # (H * c, S)
+    col = {name: sums[:, i].view(1, H, c) for i, name in enumerate(row_kernel.SUMS)}
+    hi, lo, n_vis = col["hi"], col["lo"], col["n_vis"]
+    log_z = hi - torch.log(col["p_max"])  # logsumexp(s): the largest weight is exp(0) / Z
+    entropy = log_z - col["spx"]
+    zeros = torch.zeros_like(entropy)
+    stats = {"entropy": entropy, "entropy_norm": entropy / torch.log(n_vis), "logit_max": hi, "logit_min": lo,
+             "fp16_overflow_count": zeros, "nonfinite_count": zeros, "sink_mass": col["sink"],
+             "mean_distance": col["dist"] - q_off.view(1, 1, c),  # sum_j p_j (ref - k_j) - (ref - q)
+             "recent_mass": col["recent"] if recent is not None else torch.full_like(hi, math.nan),
+             "fp16_underflow_count": col["fp16_count"], "fp16_underflow_mass": col["fp16_mass"],
+             "bf16_underflow_count": col["bf16_count"], "bf16_underflow_mass": col["bf16_mass"]}
+    out = torch.stack([stats[k] for k in ATTN_METRICS], dim=-1)  # (1, H, c, M)
+    odd = (~(torch.isfinite(hi) & torch.isfinite(lo) & torch.isfinite(col["spx"])) | (hi > FP16_MAX)
+           | (lo < -FP16_MAX) | (n_vis == 0))
+    rows = _RowGather(1, H, c, m)
+    idx = rows.where(odd)
+    if idx is not None:  # rare: recompute these rows by the definitions
+        vis = x != HIDDEN if visible is None else visible.expand(x.shape)
         exact = row_stats(rows.take(x, idx), rows.take(vis, idx), key_w.expand(idx.numel(), m, 3),
                           q_off[idx % c], recent)
         out.view(-1, len(ATTN_METRICS))[idx] = exact
