@@ -2,9 +2,10 @@
 
 :func:`crossing_sentence` names the first length whose gap in the cell's headline region (the tokens its
 own run's headline used, :mod:`.region`) is positive beyond noise, as a multiple of the trained context;
-:func:`line_sentence` describes the gap at every length, e.g. ``smollm2-135m: over all scored tokens the method is worse beyond noise at 2000-8000 tokens
-(0.24-0.98x its trained context) and within noise at 12000 tokens (1.46x); on the positions past the
-trained context it is better beyond noise at 12000 tokens (1.46x).``
+:func:`line_sentence` describes the gap at every length, e.g. ``smollm2-135m: over all scored tokens the
+method is worse beyond noise at 2000-8000 tokens (0.24-0.98x its trained context) and within noise at
+12000 tokens (1.46x); on the positions past the trained context it is better beyond noise at 12000
+tokens (1.46x).``
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def crossing_sentence(line: str, stats: list[CellStats]) -> str | None:
                 "grid does not show where the gap crosses 0")
     else:
         prev = pts[first - 1]
-        text = (f"{line}: the gap crosses 0 between {_at(prev, 'method ' + WORDS[_sign(prev.gap_headline)])} and {_at(s)}")
+        before = _at(prev, "method " + WORDS[_sign(prev.gap_headline)])
+        text = f"{line}: the gap crosses 0 between {before} and {_at(s)}"
     region = s.region
     if region is None or region.start == 0:
         why = "" if region is None or region.recorded else " (no analysis region recorded)"
