@@ -183,3 +183,23 @@ def test_crossing_sentence_without_a_crossing_or_from_the_shortest_length():
     assert early.startswith("m: the method is better beyond noise already at the shortest length, 500 tokens (0.50x")
     assert "over all scored tokens (no analysis region recorded) (+0.300 nats/token, CI +0.100..+0.500)" in early
     assert crossing_sentence("m", [cell(500, (0.3, None, None))]) is None
+
+
+def test_line_series_with_errorbars_draws_bars_not_a_band():
+    from matplotlib.collections import LineCollection, PolyCollection
+    from matplotlib.figure import Figure
+
+    from anomaly_probe.reports.plot import _line, render_png
+
+    series = {"name": "a", "x": [1, 2, 3], "y": [0.1, 0.2, None], "ci_low": [0.0, None, None],
+              "ci_high": [0.2, None, None]}
+    kinds = {}
+    for bars in (False, True):
+        ax = Figure().add_subplot()
+        _line(None, ax, {"series": [{**series, "errorbars": bars}]}, {})
+        kinds[bars] = ax.collections
+    assert any(isinstance(c, PolyCollection) for c in kinds[False])  # the band
+    assert not any(isinstance(c, LineCollection) for c in kinds[False])
+    assert any(isinstance(c, LineCollection) for c in kinds[True])  # the bars
+    assert not any(isinstance(c, PolyCollection) for c in kinds[True])
+    assert render_png({"kind": "line", "series": [{**series, "errorbars": True}]}, {})[:4] == b"\x89PNG"

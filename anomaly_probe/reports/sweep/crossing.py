@@ -80,11 +80,11 @@ def _at(s: CellStats, note: str = "") -> str:
 def crossing_sentence(line: str, stats: list[CellStats]) -> str | None:
     """Where the line's headline-region gap first turns positive beyond noise (None: no cell has an interval).
 
-    E.g. ``smollm2-135m: the gap crosses 0 between 8000 tokens (0.98x its trained context 8192; worse
-    beyond noise) and 12000 tokens (1.46x its trained context 8192): there the method is better beyond
-    noise on positions 10753-11999 (...), i.e. from 1.31x the trained context (+0.957 nats/token, CI
-    +0.768..+1.177), while over all scored tokens that cell's gap is -0.119 nats/token (...)``. Lengths,
-    contexts and regions all come from the cells' data.
+    E.g. ``smollm2-135m: the gap crosses 0 between 8000 tokens (0.98x its trained context 8192; method
+    worse beyond noise) and 12000 tokens (1.46x its trained context 8192): there the method is better
+    beyond noise on positions 10753-11999 (from the gap's changepoint, p=0.001), i.e. from 1.31x the
+    trained context (+0.957 nats/token, CI +0.768..+1.177), while over all scored tokens that cell's gap
+    is -0.119 nats/token (...)``. Lengths, contexts and regions all come from the cells' data.
     """
     pts = [s for s in sorted(stats, key=lambda s: s.max_tokens) if _sign(s.gap_headline) is not None]
     if not pts:
@@ -105,13 +105,13 @@ def crossing_sentence(line: str, stats: list[CellStats]) -> str | None:
     if region is None or region.start == 0:
         why = "" if region is None or region.recorded else " (no analysis region recorded)"
         return text + f": the method is better beyond noise over all scored tokens{why} ({_ci(s.gap_headline)})."
-    text += f": there the method is better beyond noise on {region.text}"
+    text += f": there the method is better beyond noise on {region.label()}"
     if s.trained_context:
         text += f", i.e. from {region.first_position / s.trained_context:.2f}x the trained context"
     text += f" ({_ci(s.gap_headline)}), while over all scored tokens that cell's gap is "
     text += "n/a" if s.gap[0] is None else f"{_ci(s.gap)} (method {WORDS.get(_sign(s.gap), 'n/a: no interval')})"
     if region.basis == "changepoint":
-        text += "; that region was placed by the data (the gap's changepoint), so its CI leans optimistic"
+        text += "; the data placed that region, so its CI leans optimistic"
     return text + "."
 
 
