@@ -203,3 +203,24 @@ def test_line_series_with_errorbars_draws_bars_not_a_band():
     assert any(isinstance(c, LineCollection) for c in kinds[True])  # the bars
     assert not any(isinstance(c, PolyCollection) for c in kinds[True])
     assert render_png({"kind": "line", "series": [{**series, "errorbars": True}]}, {})[:4] == b"\x89PNG"
+
+
+def test_a_real_tiny_neox_cell_reads_the_region_its_run_recorded(tmp_path, one_torch_thread):
+    """A run with a hypothesis records its region; the sweep's region gap is the number in that cell's headline."""
+    import json
+
+    from anomaly_probe.cli import main
+    from anomaly_probe.reports.sweep.cells import cell_stats
+    from anomaly_probe.reports.sweep.data import load_sweep
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--model", "tiny-neox:ctx=64", "--max-tokens", "288", "--recent-size", "28",
+                 "--hypothesis", "position", "--out", str(out)]) == 0
+    (cell,) = load_sweep(out).with_runs
+    (s,) = cell_stats(cell)
+    recorded = json.loads((out / cell.entry.folder / "results.json").read_text())
+    (region,) = recorded["analysis_regions"]
+    assert s.region.recorded and s.region.start == region["start_entry"] > 0 and s.region.basis == region["basis"]
+    mean, low, high = s.gap_headline
+    assert f"{mean:.3f} nats/token, 95% CI {low:.3f}..{high:.3f}" in recorded["headline"], recorded["headline"]
+    assert s.gap_headline != s.gap
