@@ -19,9 +19,10 @@ def build_sweep_report(data: SweepData) -> Report:
     counts = data.index.counts()
     report = Report(title=f"anomaly-probe sweep: {len(data.cells)} cells",
                     subtitle=f"sweep folder {data.sweep_dir}; " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
-    fits = [fit(stats, which) for which in GAPS]  # the headline's gap first
-    report.headline = headline_sentence(fits[0])
-    if fits[0].trend is not None:
+    fits = [fit(stats, which) for which in GAPS]  # the headline's gap first (all tokens if no region has one)
+    head = next((f for f in fits if f.trend is not None), fits[0])
+    report.headline = headline_sentence(head)
+    if head.trend is not None:
         report.headline = " ".join(crossing_sentences(stats) + [report.headline])
     ci = intervals.ci_text(intervals.run_thresholds(data.with_runs[0].run)) if data.with_runs else ""
     table = Section("The seed's table, filled in", id="table")
