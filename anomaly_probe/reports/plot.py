@@ -8,6 +8,7 @@ Kinds, beyond docs/FORMATS.md's generic ``line`` / ``bar`` / ``scatter``:
   ``ylabel``, ``zlabel`` and ``log_y`` the panels inherit unless they set their own.
 
 Optional series keys: ``linestyle`` (matplotlib style), ``marker`` (scatter), ``x`` (a series' own x),
+``errorbars`` (line: draw ``ci_low`` / ``ci_high`` as capped bars at the points instead of a band),
 ``color_keys`` (bar: one colour key per category instead of one per series).
 Optional spec key: ``diagonal`` (scatter: draw y = x). Colours come from the report's colour map,
 keyed by ``color_key`` (else the series name). Uses ``matplotlib.figure.Figure`` directly: no pyplot,
@@ -182,7 +183,11 @@ def _line(fig, ax, spec: dict, colors: dict[str, str]) -> None:
         ax.plot(x, y, color=color, linestyle=s.get("linestyle", "-"), marker=marker, markersize=4,
                 label=str(s.get("name", "")))
         if s.get("ci_low") is not None and s.get("ci_high") is not None:
-            ax.fill_between(x, _floats(s["ci_low"]), _floats(s["ci_high"]), color=color, alpha=0.15, linewidth=0)
+            lo, hi = _floats(s["ci_low"]), _floats(s["ci_high"])
+            if s.get("errorbars"):  # (2, n) distances below / above each point; NaN where no interval
+                ax.errorbar(x, y, yerr=np.vstack([y - lo, hi - y]), fmt="none", ecolor=color, capsize=4, linewidth=1.3)
+            else:
+                ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
 
 
 def _scatter(fig, ax, spec: dict, colors: dict[str, str]) -> None:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 from anomaly_probe.reports import intervals
 from anomaly_probe.reports.build import colormap_for, resolve_colors, safe, unique_figure_ids
 from anomaly_probe.reports.fmt import num
 from anomaly_probe.reports.sweep.cells import CellStats, beyond_noise, cell_stats
-from anomaly_probe.reports.sweep.crossing import line_sentences
+from anomaly_probe.reports.sweep.claim import GAPS, claim_section, fit, headline_sentence
+from anomaly_probe.reports.sweep.crossing import crossing_sentences, line_sentences
 from anomaly_probe.reports.sweep.data import SweepData
 from anomaly_probe.reports.sweep.figures import gap_figures
-from anomaly_probe.reports.sweep.trend import Point, Regression, collapse, regress
 from anomaly_probe.reports.sweep.verdicts import disagreements, side_by_side
 from anomaly_probe.reports.tree import Cell, Report, Section, Table, Text
-
-RATIO = "length / trained context"
-SIZE = "log10(parameters)"
-TOKENS = "length (thousand tokens)"
 
 
 def build_sweep_report(data: SweepData) -> Report:
@@ -25,14 +19,11 @@ def build_sweep_report(data: SweepData) -> Report:
     counts = data.index.counts()
     report = Report(title=f"anomaly-probe sweep: {len(data.cells)} cells",
                     subtitle=f"sweep folder {data.sweep_dir}; " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
-    points = trend_points(stats)
-    trend = collapse(points) if points else None
-    claim = regress(points, {RATIO: [p.ratio for p in points],
-                             SIZE: [math.log10(p.parameters) for p in points]}) if _sized(points) else None
-    report.headline = _headline(trend, claim, len(points))
-    lines = line_sentences(stats)
-    if report.headline and lines:
-        report.headline += " " + " ".join(lines)
+    fits = [fit(stats, which) for which in GAPS]  # the headline's gap first (all tokens if no region has one)
+    head = next((f for f in fits if f.trend is not None), fits[0])
+    report.headline = headline_sentence(head)
+    if head.trend is not None:
+        report.headline = " ".join(crossing_sentences(stats) + [report.headline])
     ci = intervals.ci_text(intervals.run_thresholds(data.with_runs[0].run)) if data.with_runs else ""
     table = Section("The seed's table, filled in", id="table")
     table.add(seed_table(stats, ci) if stats else Text("No cell has a finished baseline vs method comparison yet.",
@@ -40,24 +31,13 @@ def build_sweep_report(data: SweepData) -> Report:
     report.sections.append(table)
     curves = Section("Gap against length", id="trend")
     curves.blocks += safe(lambda: gap_figures(stats, ci), "gap figures")
-    if trend is not None:
-        curves.add(Text(trend.sentence))
-    for sentence in lines:
+    for f in fits:
+        if f.trend is not None:
+            curves.add(Text(f"{GAPS[f.which][:1].upper() + GAPS[f.which][1:]}: {f.trend.sentence}"))
+    for sentence in line_sentences(stats):
         curves.add(Text(sentence))
     report.sections.append(curves)
-    test = Section("A test of the claim: regression of the gap", id="regression")
-    if claim is None:
-        test.add(Text("Not enough cells with a known model size and gap for a regression.", "note"))
-    else:
-        stated = regress(points, {TOKENS: [p.tokens / 1000 for p in points],
-                                  SIZE: [math.log10(p.parameters) for p in points]})
-        test.add(regression_table(claim, stated))
-        test.add(Text(claim.sentence))
-        if len({p.context for p in points}) == 1:
-            test.add(Text("Every cell has the same trained context, so length / trained context is the length in "
-                          "other units: this grid cannot tell the two apart.", "note"))
-        test.add(Text(f"The claim as stated (gap on length in tokens and model size): {stated.sentence}"))
-    report.sections.append(test)
+    report.sections.append(claim_section(fits))
     verdicts = Section("Verdicts per cell", id="verdicts")
     verdicts.add(side_by_side(data))
     verdicts.add(disagreements(data))
@@ -71,24 +51,6 @@ def build_sweep_report(data: SweepData) -> Report:
     unique_figure_ids(report)
     report.colors = resolve_colors(report, colormap_for([]))
     return report
-
-
-def trend_points(stats: list[CellStats]) -> list[Point]:
-    return [Point(s.cell.line, s.max_tokens, s.trained_context, s.parameters, s.gap[0], s.gap[1], s.gap[2])
-            for s in stats if s.trained_context and s.gap[0] is not None and math.isfinite(s.gap[0])]
-
-
-def _sized(points: list[Point]) -> bool:
-    return len(points) >= 2 and all(isinstance(p.parameters, int) and p.parameters > 0 for p in points)
-
-
-def _headline(trend, claim: Regression | None, n: int) -> str:
-    if trend is None:
-        return "No cell has a finished baseline vs method comparison yet."
-    text = trend.sentence
-    if claim is not None and claim.sentence:
-        text += " Regression of the gap on length / trained context and model size: " + claim.sentence
-    return text
 
 
 def _iv(iv, spec: str, scale: float = 1.0, unit: str = "") -> str:
@@ -105,43 +67,32 @@ def seed_table(stats: list[CellStats], ci: str) -> Table:
     for s in sorted(stats, key=lambda s: (s.cell.line, s.max_tokens)):
         ppl = beyond_noise(s.gap, "method better beyond noise", "baseline better beyond noise")
         acc = beyond_noise(s.acc_diff, "method better beyond noise", "baseline better beyond noise")
+        head = beyond_noise(s.gap_headline, "method better beyond noise", "baseline better beyond noise")
+        region = s.region.label() if s.region is not None else "all scored tokens (fallback: no region)"
         rows.append([Cell(s.cell.line), Cell(str(s.max_tokens), "num"), Cell(num(s.ratio, ".2f"), "num"),
                      Cell(str(s.num_samples), "num"), Cell(s.method),
                      Cell(_iv(s.base_ppl, ".3f"), "num"), Cell(_iv(s.meth_ppl, ".3f"), "num"),
                      Cell(_iv(s.gap, "+.4f"), "num"), Cell(ppl, _tag(ppl)),
+                     Cell(region), Cell(_iv(s.gap_headline, "+.4f"), "num"), Cell(head, _tag(head)),
                      Cell(_iv(s.base_acc, ".2f", 100, "%"), "num"), Cell(_iv(s.meth_acc, ".2f", 100, "%"), "num"),
                      Cell(_iv(s.acc_diff, "+.2f", 100, "pp"), "num"), Cell(acc, _tag(acc))])
     return Table("Baseline (full cache) vs method per cell", [
         "line", "tokens per sample", "tokens / trained context", "samples", "method", "baseline PPL [CI]",
-        "method PPL [CI]", "NLL gap, nats/token [CI]", "PPL: which is better", "baseline Acc [CI]",
+        "method PPL [CI]", "NLL gap, nats/token [CI]", "PPL: which is better", "headline region (the cell's run)",
+        "headline region: NLL gap, nats/token [CI]", "headline region: which is better", "baseline Acc [CI]",
         "method Acc [CI]", "Acc diff [CI]", "Acc: which is better"], rows,
         caption="Every scored token of every sample of the cell, baseline and method on the same tokens. PPL = "
                 "exp(mean NLL) and its CI the exp of the NLL's. \"Within noise\" where the CI of the difference "
-                "(NLL gap, or Acc diff = method minus baseline, paired per token) holds 0.", ci=ci)
+                "(NLL gap, or Acc diff = method minus baseline, paired per token) holds 0. Headline region: the "
+                "tokens the cell's own run computed its headline and verdicts on (results.json analysis_regions: "
+                "from the gap's changepoint, past the trained context, or all tokens), its gap with the same "
+                "bootstrap; a cell whose results.json records none falls back to all scored tokens and says so.",
+        ci=ci)
 
 
 def _tag(text: str) -> str:
     """Highlight a difference beyond noise (either way); "within noise" stays plain."""
     return "diff" if "beyond noise" in text else ""
-
-
-def regression_table(claim: Regression, stated: Regression) -> Table:
-    rows = []
-    for model, reg in (("gap ~ length / trained context + model size", claim),
-                       ("gap ~ length in tokens + model size (the claim as stated)", stated)):
-        for c in reg.coefficients:
-            est = "n/a" if c.estimate is None else num(c.estimate, "+.4f")
-            ci = "n/a" if c.low is None else f"[{c.low:+.4f}, {c.high:+.4f}]"
-            reading = c.note or ("excludes 0" if c.excludes_zero else "holds 0")
-            rows.append([Cell(model), Cell(c.name), Cell(est, "num"), Cell(ci, "num"), Cell(reading),
-                         Cell(f"{reg.n} cells, {reg.df} df, R² {num(reg.r_squared, '.2f')}")])
-    return Table("Regression of the per-cell gap", ["model", "predictor", "coefficient (nats/token per unit)",
-                                                    "95% CI", "CI", "fit"], rows,
-                 caption="Least squares with an intercept over the cells' mean gaps (all scored tokens), each cell "
-                         "weighted by 1 / its squared standard error (from its bootstrap CI); each coefficient is one "
-                         "predictor's effect with the other held fixed. Model size = log10 of the parameter count.",
-                 ci="95% CI of the coefficient: the cells' own noise, or the residual scatter (t-interval) when "
-                    "larger (see docs/HYPOTHESES.md, sweep)")
 
 
 def cells_table(data: SweepData) -> Table:

@@ -1,5 +1,6 @@
-"""Per-cell statistics: baseline vs method PPL and accuracy with CIs, and the gap (all tokens and past the
-trained context), each from the judges' block bootstrap (:mod:`anomaly_probe.reports.intervals`)."""
+"""Per-cell statistics: baseline vs method PPL and accuracy with CIs, and the gap (all tokens, the cell's
+headline region and past the trained context), each from the judges' block bootstrap
+(:mod:`anomaly_probe.reports.intervals`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from anomaly_probe.finite_prefix import common_cut
 from anomaly_probe.reports import intervals, roles
 from anomaly_probe.reports.sweep.data import CellData
+from anomaly_probe.reports.sweep.region import HeadlineRegion, headline_region
 
 Interval = tuple  # (mean, low, high); low/high None without an interval
 
@@ -29,6 +31,10 @@ class CellStats:
         exp of the mean NLL and of its CI bounds.
     base_acc, meth_acc, acc_diff : Interval or None
         Top-1 accuracy (fraction) and method minus baseline, paired on the same tokens.
+    region : HeadlineRegion or None
+        The tokens the cell's own run computed its headline on (``results.json`` ``analysis_regions``).
+    gap_region : Interval or None
+        The gap on those tokens: the cell's headline gap, same bootstrap (None: no token there).
     """
 
     cell: CellData
@@ -45,6 +51,13 @@ class CellStats:
     base_acc: Interval | None
     meth_acc: Interval | None
     acc_diff: Interval | None
+    region: HeadlineRegion | None = None
+    gap_region: Interval | None = None
+
+    @property
+    def gap_headline(self) -> Interval:
+        """The gap the cell's headline states: in its headline region, else over all scored tokens."""
+        return self.gap_region if self.region is not None and self.gap_region is not None else self.gap
 
     @property
     def ratio(self) -> float | None:
@@ -68,6 +81,7 @@ def cell_stats(cell: CellData) -> list[CellStats]:
         nll_m = [m["nll"] for _, m in pairs]
         gaps = [b - m for b, m in zip(nll_b, nll_m)]
         past = [g[ctx - 1:] for g in gaps] if ctx else []  # entry i scores position i + 1
+        region = headline_region(data, L)
         out.append(CellStats(
             cell=cell, max_tokens=L, num_samples=len(pairs), tokens=int(sum(g.size for g in gaps)),
             trained_context=ctx, parameters=params if isinstance(params, int) else None,
@@ -76,7 +90,7 @@ def cell_stats(cell: CellData) -> list[CellStats]:
             base_ppl=_exp(intervals.mean_with_ci(nll_b, th)), meth_ppl=_exp(intervals.mean_with_ci(nll_m, th)),
             base_acc=_acc([b.get("correct") for b, _ in pairs], th),
             meth_acc=_acc([m.get("correct") for _, m in pairs], th),
-            acc_diff=_acc_diff(pairs, th)))
+            acc_diff=_acc_diff(pairs, th), region=region, gap_region=_gap(gaps, th, region.start)))
     return out
 
 
@@ -104,8 +118,8 @@ def _cut(arr, n: int):
     return None if arr is None else np.asarray(arr[:n], dtype=np.float64)
 
 
-def _gap(gaps: list[np.ndarray], th) -> Interval:
-    stats = intervals.gap_with_ci([g for g in gaps], th)
+def _gap(gaps: list[np.ndarray], th, start: int = 0) -> Interval:
+    stats = intervals.gap_with_ci([g for g in gaps], th, start)
     if stats is None:
         return (None, None, None)
     return (stats["mean"], stats["ci_low"], stats["ci_high"])
