@@ -105,14 +105,14 @@ def test_seed_table_has_the_region_columns(stats):
     table = seed_table(list(stats.values()), "ci")
     rows = {int(r[1].text): {c: cell.text for c, cell in zip(table.columns, r)} for r in table.rows}
     long = rows[3000]
-    assert long["PPL: which is better"] == "baseline better beyond noise"
+    assert long["all tokens: PPL, which is better"] == "baseline better beyond noise"
     assert long["headline region (the cell's run)"] == "positions 2601-2999 (from the gap's changepoint, p=0.001)"
     assert long["headline region: which is better"] == "method better beyond noise"
     assert long["headline region: NLL gap, nats/token [CI]"].startswith("+")
     assert rows[2000]["headline region (the cell's run)"] == "positions 1001-1999 (past the trained context)"
     assert rows[1000]["headline region (the cell's run)"] == "all scored tokens (the run's choice)"
     assert "fallback" in rows[500]["headline region (the cell's run)"]
-    assert rows[500]["headline region: NLL gap, nats/token [CI]"] == rows[500]["NLL gap, nats/token [CI]"]
+    assert rows[500]["headline region: NLL gap, nats/token [CI]"] == rows[500]["all tokens: NLL gap, nats/token [CI]"]
 
 
 def test_figures_plot_the_region_gap_with_ci_bars(stats):

@@ -187,6 +187,8 @@ def position_schemes_table(data: RunData) -> Table | None:
     rows = []
     for s in schemes:
         layers = s.get("layers") if isinstance(s.get("layers"), list) else []
+        if not all(type(n) is int for n in layers):  # a hand-edited or damaged file: say so, never crash
+            layers = []
         span = (f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}" if layers == list(
             range(layers[0], layers[-1] + 1)) else ", ".join(map(str, layers))) if layers else "?"
         pos = str(s.get("position", "?"))

@@ -71,15 +71,16 @@ def seed_table(stats: list[CellStats], ci: str) -> Table:
         region = s.region.label() if s.region is not None else "all scored tokens (fallback: no region)"
         rows.append([Cell(s.cell.line), Cell(str(s.max_tokens), "num"), Cell(num(s.ratio, ".2f"), "num"),
                      Cell(str(s.num_samples), "num"), Cell(s.method),
+                     Cell(region), Cell(_iv(s.gap_headline, "+.4f"), "num"), Cell(head, _tag(head)),
                      Cell(_iv(s.base_ppl, ".3f"), "num"), Cell(_iv(s.meth_ppl, ".3f"), "num"),
                      Cell(_iv(s.gap, "+.4f"), "num"), Cell(ppl, _tag(ppl)),
-                     Cell(region), Cell(_iv(s.gap_headline, "+.4f"), "num"), Cell(head, _tag(head)),
                      Cell(_iv(s.base_acc, ".2f", 100, "%"), "num"), Cell(_iv(s.meth_acc, ".2f", 100, "%"), "num"),
                      Cell(_iv(s.acc_diff, "+.2f", 100, "pp"), "num"), Cell(acc, _tag(acc))])
     return Table("Baseline (full cache) vs method per cell", [
-        "line", "tokens per sample", "tokens / trained context", "samples", "method", "baseline PPL [CI]",
-        "method PPL [CI]", "NLL gap, nats/token [CI]", "PPL: which is better", "headline region (the cell's run)",
-        "headline region: NLL gap, nats/token [CI]", "headline region: which is better", "baseline Acc [CI]",
+        "line", "tokens per sample", "tokens / trained context", "samples", "method",
+        "headline region (the cell's run)", "headline region: NLL gap, nats/token [CI]",
+        "headline region: which is better", "baseline PPL [CI]", "method PPL [CI]",
+        "all tokens: NLL gap, nats/token [CI]", "all tokens: PPL, which is better", "baseline Acc [CI]",
         "method Acc [CI]", "Acc diff [CI]", "Acc: which is better"], rows,
         caption="Every scored token of every sample of the cell, baseline and method on the same tokens. PPL = "
                 "exp(mean NLL) and its CI the exp of the NLL's. \"Within noise\" where the CI of the difference "
