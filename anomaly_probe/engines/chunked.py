@@ -27,6 +27,7 @@ from anomaly_probe.errors import UserError
 
 from anomaly_probe.engines.cache_ops import check_cache
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
+from anomaly_probe.engines.decision_trace import DecisionTrace
 from anomaly_probe.engines.policy_attention import CAPTURE, policy_attention_enabled
 from anomaly_probe.engines.policy_cache import PolicyCache
 from anomaly_probe.engines.scores import TokenScores
@@ -46,7 +47,7 @@ def chunk_queries(method: CacheMethod) -> int:
 @torch.no_grad()
 def score_policy(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod, queries: int,
                  progress: Progress = no_progress, observer: StepObserver | None = None,
-                 engine: str = "chunked") -> TokenScores:
+                 engine: str = "chunked", trace: DecisionTrace | None = None) -> TokenScores:
     """Score ``ids`` under ``method`` with ``queries`` tokens per forward.
 
     Parameters
@@ -61,6 +62,8 @@ def score_policy(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
         Tokens per forward; must divide ``compress_every`` (and the quantisation group) to be exact.
     engine : str
         Name recorded in the scores.
+    trace : DecisionTrace, optional
+        Filled with every decision the policy takes (for :mod:`anomaly_probe.engines.chunked_equality`).
 
     Returns
     -------
@@ -86,7 +89,7 @@ def score_policy(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
         from anomaly_probe.models.rope import find_rope
 
         rope = find_rope(model)
-    state = PolicyCache(method, mode, rope, model.config.num_hidden_layers)
+    state = PolicyCache(method, mode, rope, model.config.num_hidden_layers, trace)
     evicts = method.capacity is not None
     rss = RssMeter()
     nll_parts, correct_parts, qpos_parts, nkeys_parts = [], [], [], []
