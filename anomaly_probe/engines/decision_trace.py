@@ -94,7 +94,7 @@ def _explain(kind: str, a: np.ndarray, b: np.ndarray) -> str:
                 parts.append(f"KV head {h} keeps token {_few(only_a)} vs {_few(only_b)}")
         return "kept sets differ: " + "; ".join(parts[:2]) + (f" (+{len(parts) - 2} heads)" if len(parts) > 2 else "")
     n = int((a != b).sum())
-    return f"{kind} differ in {n} of {a.size} (a value on a rounding boundary)"
+    return f"{kind} differ in {n} of {a.size}"
 
 
 def _few(x: np.ndarray) -> str:
