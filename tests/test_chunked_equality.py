@@ -138,6 +138,30 @@ def test_in_float64_casts_back_each_tensor_to_its_own_dtype():
     assert lin.weight.dtype == torch.float16 and lin.freq.dtype == torch.float32 and torch.equal(lin.weight, w)
 
 
+def test_in_float64_runs_llama_rms_norms_in_float64_and_removes_its_hooks():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    g = torch.Generator().manual_seed(1)
+    norm = LlamaRMSNorm(8, eps=1e-5)
+    norm.weight.data = torch.randn(8, generator=g)
+    x = torch.randn(3, 8, generator=g, dtype=torch.float64)
+    with in_float64(norm):
+        out = norm(x)
+        want = norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+    assert out.dtype == torch.float64 and (out - want).abs().max() < 1e-14
+    assert not norm._forward_hooks and norm.weight.dtype == torch.float32
+    assert (norm(x) - want).abs().max() > 1e-12  # the module alone passes through float32
+
+
+def test_chunked_equals_stepwise_in_float64_on_a_llama_model(tiny_ids):
+    from anomaly_probe.models.tiny_families import build_tiny
+
+    llama, _ = build_tiny("tiny-llama", seed=0)
+    with in_float64(llama):
+        eq = chunked_equality(llama, tiny_ids[:200], POLICIES[0], TOL)
+    assert eq.dtype == "float64" and eq.decision is None and eq.equal and eq.max_diff <= 1e-9
+
+
 def test_policy_arithmetic_stays_float64_for_a_float64_model():
     from anomaly_probe.methods.kv_quant import quantize_per_channel, quantize_per_token
     from anomaly_probe.models.rope import RopeSpec

@@ -120,16 +120,39 @@ def _float64_blocker(model: torch.nn.Module) -> str | None:
 @contextmanager
 def in_float64(model: torch.nn.Module) -> Iterator[None]:
     """Cast every floating parameter and buffer of ``model`` to float64 in place for the block, then each
-    back to its own dtype (exact: float64 holds every float32/16/bf16 value)."""
+    back to its own dtype (exact: float64 holds every float32/16/bf16 value).
+
+    Llama-style RMSNorms compute in float32 whatever the input (``hidden.to(float32)``): a float64 model
+    would pass every layer through float32, and a rare float64 difference that lands on a float32 rounding
+    boundary becomes float32 noise again (SmolLM2, kv_quant int4: a key one level apart after token 287).
+    While the block runs, a scoped forward hook recomputes such a norm in float64 (``weight * x /
+    rms(x)``), used only where it agrees with the module's own output to float32 precision.
+    """
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
     dtypes = [t.dtype for t in tensors]
+    handles = []
     try:
         for t in tensors:
             t.data = t.data.to(torch.float64)
+        handles = [m.register_forward_hook(_rms_norm_in_float64) for m in model.modules()
+                   if isinstance(getattr(m, "variance_epsilon", None), float)
+                   and isinstance(getattr(m, "weight", None), torch.Tensor)]
         yield
     finally:
+        for h in handles:
+            h.remove()
         for t, dt in zip(tensors, dtypes):
             t.data = t.data.to(dt)
+
+
+def _rms_norm_in_float64(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    """Forward hook: the RMSNorm of a float64 input in float64; None (keep the module's) for any other
+    input or where the module computes something else (its output is not ours to float32 precision)."""
+    if not args or not isinstance(output, torch.Tensor) or args[0].dtype != torch.float64:
+        return None
+    x = args[0]  # (..., hidden)
+    ours = module.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon))
+    return ours if torch.allclose(ours, output, rtol=1e-5, atol=1e-6) else None
 
 
 def _compare(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod, queries: int
