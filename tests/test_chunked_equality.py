@@ -129,6 +129,25 @@ def test_a_wrong_chunk_fails_in_float64_too(model, ids, monkeypatch):
     assert eq.message().startswith("NOT equal in float64")
 
 
+def test_the_message_says_what_was_proved_where():
+    from anomaly_probe.engines.chunked_equality import Equality
+    from anomaly_probe.engines.decision_trace import DecisionDiff
+
+    d = DecisionDiff(63, 11, "K levels", "K levels differ in 1 of 6144")
+    base = dict(dtype="float32", max_diff=0.31, max_diff_before=1.6e-5, decision=d, decisions=720)
+    assert Equality(True, "float64", **base, max_diff64=0.0).message() == (
+        "equal in float64 (max |dNLL| 0); in float32 the decisions first differ after token 63 (layer 11, "
+        "K levels differ in 1 of 6144): max |dNLL| 1.6e-05 before it, 0.31 overall")
+    assert Equality(False, None, **base, skipped64="no float64 on mps").message().startswith(
+        "float64 proof not run (no float64 on mps); in float32")
+    assert Equality(False, None, **{**base, "max_diff_before": 0.2}).message().startswith(
+        "NOT equal in float32 before the first decision difference")
+    assert Equality(False, None, **{**base, "dtype": "float64"}).message().startswith(
+        "NOT equal in float64 after the decisions differ")
+    same = dict(base, decision=None, max_diff=2e-6, max_diff_before=2e-6)
+    assert Equality(True, "float32", **same).message() == "equal in float32 (max |dNLL| 2e-06), same 720 decisions"
+
+
 def test_in_float64_casts_back_each_tensor_to_its_own_dtype():
     lin = torch.nn.Linear(3, 2).to(torch.float16)
     lin.register_buffer("freq", torch.tensor([0.1, 0.2], dtype=torch.float32))

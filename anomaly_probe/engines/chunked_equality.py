@@ -63,6 +63,8 @@ class Equality:
         Why the float64 proof did not run, when it was needed.
     queries : int
         Queries per forward of the chunked engine.
+    tolerance : float
+        Max |dNLL| allowed, nats.
     """
 
     equal: bool
@@ -76,6 +78,7 @@ class Equality:
     decision64: DecisionDiff | None = None
     skipped64: str | None = None
     queries: int = 1
+    tolerance: float = 1e-4
 
     def message(self) -> str:
         """One sentence: which dtype proved it and, when the decisions differed, where."""
@@ -91,11 +94,13 @@ class Equality:
         if self.decision is None:
             return (f"{'equal' if self.equal else 'NOT equal'} in {self.dtype} (max |dNLL| {self.max_diff:.2g}), "
                     f"same {self.decisions} decisions")
-        if not self.equal:
-            return f"NOT equal before the first decision difference in {self.dtype}" + flip
+        if self.equal:
+            return f"equal in {self.dtype} (max |dNLL| {self.max_diff:.2g}) although the decisions differ" + flip
         if self.skipped64:
             return f"float64 proof not run ({self.skipped64})" + flip
-        return f"equal in {self.dtype} (max |dNLL| {self.max_diff:.2g}) although the decisions differ" + flip
+        if self.max_diff_before <= self.tolerance:
+            return f"NOT equal in {self.dtype} after the decisions differ, and no float64 proof" + flip
+        return f"NOT equal in {self.dtype} before the first decision difference" + flip
 
 
 def _first_token_after(decision: DecisionDiff | None, T: int) -> int:
@@ -108,8 +113,8 @@ def _float64_blocker(model: torch.nn.Module) -> str | None:
     import psutil
 
     device = next(model.parameters()).device
-    if device.type == "mps":
-        return "MPS has no float64"
+    if device.type not in ("cpu", "cuda"):
+        return f"no float64 on {device.type}"
     need = 8 * sum(p.numel() for p in model.parameters())
     free = psutil.virtual_memory().available if device.type == "cpu" else torch.cuda.mem_get_info(device)[0]
     if need > FLOAT64_MEMORY_SHARE * free:
@@ -192,7 +197,7 @@ def chunked_equality(model: torch.nn.Module, ids: torch.Tensor, method: CacheMet
     before = diff[:_first_token_after(decision, ids.numel())]
     max_before = float(before.max()) if before.size else 0.0
     result = dict(dtype=dtype, max_diff=float(diff.max()), max_diff_before=max_before, decision=decision,
-                  decisions=len(ta), queries=queries)
+                  decisions=len(ta), queries=queries, tolerance=tolerance)
     if max_before > tolerance or not np.isfinite(max_before):
         return Equality(False, None, **result)
     if float(diff.max()) <= tolerance:
