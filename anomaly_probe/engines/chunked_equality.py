@@ -192,13 +192,13 @@ def chunked_equality(model: torch.nn.Module, ids: torch.Tensor, method: CacheMet
     queries = chunk_queries(method)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     a, b, ta, tb = _compare(model, ids, method, queries)
-    diff = np.abs(a - b)
+    diff = np.nan_to_num(np.abs(a - b), nan=np.inf)  # a NaN in either engine never counts as equal
     decision = first_difference(ta, tb)
     before = diff[:_first_token_after(decision, ids.numel())]
     max_before = float(before.max()) if before.size else 0.0
     result = dict(dtype=dtype, max_diff=float(diff.max()), max_diff_before=max_before, decision=decision,
                   decisions=len(ta), queries=queries, tolerance=tolerance)
-    if max_before > tolerance or not np.isfinite(max_before):
+    if not max_before <= tolerance:
         return Equality(False, None, **result)
     if float(diff.max()) <= tolerance:
         return Equality(True, dtype, **result)
@@ -209,6 +209,6 @@ def chunked_equality(model: torch.nn.Module, ids: torch.Tensor, method: CacheMet
         return Equality(False, None, **result, skipped64=blocker)
     with in_float64(model):
         a64, b64, ta64, tb64 = _compare(model, ids, method, queries)
-    d64 = float(np.abs(a64 - b64).max())
+    d64 = float(np.nan_to_num(np.abs(a64 - b64), nan=np.inf).max())
     return Equality(d64 <= tolerance, "float64" if d64 <= tolerance else None, **result, max_diff64=d64,
                     decision64=first_difference(ta64, tb64))
