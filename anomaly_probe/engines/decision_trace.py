@@ -52,7 +52,8 @@ class Decision:
 
 @dataclass(frozen=True)
 class DecisionDiff:
-    """Where two traces first differ: the decision of each engine, and a one-line explanation."""
+    """Where two traces first differ: after which token, in which layer, what kind of decision, and a
+    one-line explanation (which tokens each KV head keeps, how many levels differ)."""
 
     token: int
     layer: int
