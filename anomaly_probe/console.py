@@ -123,13 +123,16 @@ def _unit_time(r: dict) -> str:
 
 def comparisons_table(comparisons: list[dict]) -> Table:
     table = Table(title="Baseline vs method (same tokens)", title_justify="left")
+    level = next((c["ci_level"] for c in comparisons if c.get("ci_level")), 0.95)
     for col in ("tokens", "samples", "baseline", "method", "baseline PPL", "method PPL", "NLL gap (nats)",
-                "Acc diff (pp)"):
+                f"{100 * level:.0f}% CI", "Acc diff (pp)"):
         table.add_column(col, justify="right" if col not in ("baseline", "method") else "left")
     for c in comparisons:
+        lo, hi = c.get("nll_gap_ci_low"), c.get("nll_gap_ci_high")
+        ci = "n/a" if lo is None or hi is None else f"{lo:+.4f}..{hi:+.4f}"
         table.add_row(str(c["max_tokens"]), str(c["num_samples"]), safe(c["baseline"]), safe(c["method"]),
                       _fmt(c["baseline_ppl"], ".3f"), _fmt(c["method_ppl"], ".3f"), _fmt(c["nll_gap_mean"], "+.4f"),
-                      _fmt(100 * c["acc_diff"], "+.2f"))
+                      ci, _fmt(None if c.get("acc_diff") is None else 100 * c["acc_diff"], "+.2f"))
     return table
 
 

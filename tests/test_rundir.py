@@ -165,3 +165,31 @@ def test_reports_take_the_baseline_from_the_saved_role_table(tmp_path):
     assert roles.role_runs(data, "oracle") == []  # no position experiment in the table
     with pytest.raises(ValueError):
         roles.role_runs(data, "nonsense")
+
+
+def test_comparison_carries_the_gap_ci_and_the_console_shows_it():
+    """The NLL gap of baseline vs method comes with its block-bootstrap CI (issue #12: kv_quant's cost
+    against fp K/V with a CI), in results.json and in the console table."""
+    import numpy as np
+    from rich.console import Console
+
+    from anomaly_probe.console import comparisons_table
+    from anomaly_probe.rundir.comparison import Comparison, compare
+
+    rng = np.random.default_rng(0)
+    arrays = {s: {"full": {"nll": rng.normal(3.0, 1.0, 999)}, "q": {"nll": None}} for s in range(2)}
+    for s in arrays:
+        arrays[s]["q"]["nll"] = arrays[s]["full"]["nll"] + 0.05 + rng.normal(0, 0.01, 999)  # costs 0.05 nats
+    c = compare("full", "q", 1000, arrays)
+    assert c.ci_level == 0.95 and c.nll_gap_ci_low < c.nll_gap_mean < c.nll_gap_ci_high < 0
+    assert abs(c.nll_gap_mean + 0.05) < 0.01 and c.nll_gap_ci_high - c.nll_gap_ci_low < 0.01
+    d = c.to_dict()
+    assert Comparison.from_dict(d).nll_gap_ci_low == c.nll_gap_ci_low
+    console = Console(width=200, record=True)
+    console.print(comparisons_table([d]))
+    text = console.export_text()
+    assert f"{c.nll_gap_ci_low:+.4f}..{c.nll_gap_ci_high:+.4f}" in text and "95% CI" in text
+    old = {k: v for k, v in d.items() if not k.startswith("nll_gap_ci") and k != "ci_level"}  # a run from before
+    assert Comparison.from_dict(old).nll_gap_ci_low is None
+    console.print(comparisons_table([old]))
+    assert "n/a" in console.export_text()

@@ -191,7 +191,12 @@ def stepwise_vs_parallel(method_of: Callable[[CheckContext], object]) -> Callabl
 
 def policy_stepwise_vs_chunked(ctx: CheckContext) -> CheckResult:
     """The chunked engine equals the stepwise reference for the method under test (any policy), with its
-    ``--compress-every`` C, or C = 8 when it evicts after every token (the chunked engine would be stepwise)."""
+    ``--compress-every`` C, or C = 8 when it evicts after every token (the chunked engine would be stepwise).
+
+    The rule of :func:`anomaly_probe.engines.chunked_equality.chunked_equality`: in the model's dtype the
+    tokens before the first decision difference (a kept set or a rounding level) must agree; when the
+    decisions differ and the NLLs part, the proof is made in float64. The reason names the dtype that
+    proved it and, when the decisions differed, the token and layer where they first did."""
     import dataclasses
 
     from anomaly_probe.engines.chunked import chunk_queries
@@ -206,9 +211,21 @@ def policy_stepwise_vs_chunked(ctx: CheckContext) -> CheckResult:
         method = dataclasses.replace(method, compress_every=8)
     if method.capacity is not None and _needs_rope(method.position_mode) and (why := _rope_missing(ctx)):
         return CheckResult("", SKIP, f"{method.label()} needs RoPE: {why}")
-    a = ctx.score(method, "stepwise").nll
-    b = ctx.score(method, "chunked").nll
-    return agreement("", a, b, ctx.tolerance, f"{method.label()}, stepwise vs chunked")
+    from anomaly_probe.engines.chunked_equality import chunked_equality
+    from anomaly_probe.engines.layers import sliding_policy
+
+    with sliding_policy(ctx.options.policy_on_sliding):
+        eq = chunked_equality(ctx.model, ctx.samples[0], method, ctx.tolerance)
+    d = eq.decision
+    details = {"proved_in": eq.proved_in, "dtype": eq.dtype, "max_diff": eq.max_diff,
+               "max_diff_before_decision": eq.max_diff_before, "decisions": eq.decisions,
+               "max_diff_float64": eq.max_diff64, "float64_skipped": eq.skipped64, "queries_per_forward": eq.queries,
+               "first_decision_difference": None if d is None else {"token": d.token, "layer": d.layer,
+                                                                     "kind": d.kind, "what": d.what}}
+    observed = eq.max_diff64 if eq.max_diff64 is not None else (eq.max_diff_before if d is not None else eq.max_diff)
+    status = PASS if eq.equal else (SKIP if eq.skipped64 and eq.max_diff_before <= ctx.tolerance else FAIL)
+    return CheckResult("", status, f"{method.label()}, stepwise vs chunked: {eq.message()}", observed=observed,
+                       threshold=ctx.tolerance, unit="nats", details=details)
 
 
 def all_finite(ctx: CheckContext) -> CheckResult:

@@ -5,7 +5,17 @@ rule (:func:`~anomaly_probe.engines.stepwise.score_stepwise` delegates here). Th
 runs the same loop with ``q = gcd(compress_every, group_size)`` (``group_size`` only for a quantised
 cache): no eviction and no quantisation falls inside a forward, and query ``t`` of a chunk sees the
 cache as it stood after the last eviction plus the chunk's tokens up to ``t``, which is exactly what
-the stepwise loop with the same ``compress_every`` shows it. So both give the same NLL per token.
+the stepwise loop with the same ``compress_every`` shows it. So both give the same NLL per token, up to
+float rounding noise (different matmul shapes).
+
+The contract, for policies whose decisions are discontinuous (a top-k cut, rounding to int4/int8
+levels): a number within that noise of a boundary flips the decision, and from there the caches differ
+(SmolLM2, kv_quant int4, float32: one key level apart after token 31, NLLs 0.33 nats apart later). So
+the engines are equal within 1e-4 nats (float32) on every token before the first decision difference,
+and on all tokens in float64 (the same model cast to float64, where no decision flips);
+:func:`~anomaly_probe.engines.chunked_equality.chunked_equality` checks exactly that, with a
+:class:`~anomaly_probe.engines.decision_trace.DecisionTrace` (``trace``) naming the first differing
+decision.
 
 Positions per mode: ``absolute``: query ``t`` at ``t``; ``in-cache``: at its slot ``n_cached + i``
 (keys re-rotated to their slot in their head after every eviction); ``naive``: no position ids, so
@@ -27,6 +37,7 @@ from anomaly_probe.errors import UserError
 
 from anomaly_probe.engines.cache_ops import check_cache
 from anomaly_probe.engines.common import Progress, RssMeter, no_progress, score_logits
+from anomaly_probe.engines.decision_trace import DecisionTrace
 from anomaly_probe.engines.policy_attention import CAPTURE, policy_attention_enabled
 from anomaly_probe.engines.policy_cache import PolicyCache
 from anomaly_probe.engines.scores import TokenScores
@@ -46,7 +57,7 @@ def chunk_queries(method: CacheMethod) -> int:
 @torch.no_grad()
 def score_policy(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod, queries: int,
                  progress: Progress = no_progress, observer: StepObserver | None = None,
-                 engine: str = "chunked") -> TokenScores:
+                 engine: str = "chunked", trace: DecisionTrace | None = None) -> TokenScores:
     """Score ``ids`` under ``method`` with ``queries`` tokens per forward.
 
     Parameters
@@ -61,6 +72,8 @@ def score_policy(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
         Tokens per forward; must divide ``compress_every`` (and the quantisation group) to be exact.
     engine : str
         Name recorded in the scores.
+    trace : DecisionTrace, optional
+        Filled with every decision the policy takes (for :mod:`anomaly_probe.engines.chunked_equality`).
 
     Returns
     -------
@@ -86,7 +99,7 @@ def score_policy(model: torch.nn.Module, ids: torch.Tensor, method: CacheMethod,
         from anomaly_probe.models.rope import find_rope
 
         rope = find_rope(model)
-    state = PolicyCache(method, mode, rope, model.config.num_hidden_layers)
+    state = PolicyCache(method, mode, rope, model.config.num_hidden_layers, trace)
     evicts = method.capacity is not None
     rss = RssMeter()
     nll_parts, correct_parts, qpos_parts, nkeys_parts = [], [], [], []

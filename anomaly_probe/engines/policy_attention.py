@@ -1,4 +1,5 @@
-"""The policy engines' attention: plain float32 attention that also hands each layer's weights over.
+"""The policy engines' attention: plain float32 attention (float64 for a float64 model) that also hands each
+layer's weights over.
 
 Score-based eviction (H2O, TOVA) needs the attention weights the model computed, which sdpa never
 materialises. While :func:`policy_attention_enabled` is active the model runs :func:`capture_attention`
@@ -36,10 +37,10 @@ class Captured:
     module : torch.nn.Module
         The attention module.
     last : torch.Tensor
-        Weights of the forward's last query, per query head, shape (H, Tk), float32.
+        Weights of the forward's last query, per query head, shape (H, Tk), float32 (float64 for a float64 model).
     summed : torch.Tensor
         Weights summed over the forward's queries, averaged over each KV head's query heads, shape
-        (Hkv, Tk), float32.
+        (Hkv, Tk), float32 (float64 for a float64 model).
     """
 
     module: torch.nn.Module
@@ -64,14 +65,15 @@ def capture_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     visible, bias = visible_from_mask(attention_mask, 0, Tq, Tq, Tk, query.device)  # (1|B, 1|H, Tq, Tk)
     if visible is None:
         visible = causal_visible(Tq, Tk, query.device)
-    logits = gqa_scores(query.float() * scale, key.float())  # (B, H, Tq, Tk)
+    work = torch.promote_types(query.dtype, torch.float32)  # float64 models stay float64 (the equality proof)
+    logits = gqa_scores(query.to(work) * scale, key, dtype=work)  # (B, H, Tq, Tk)
     if bias is not None:
-        logits = logits + bias.float()
+        logits = logits + bias.to(work)
     recorder = ATTENTION_RECORDER.get()
     if recorder is not None:
         recorder(module, logits, visible)
     probs = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)  # (B, H, Tq, Tk)
-    out = gqa_weighted(probs, value.float())  # (B, H, Tq, Dv)
+    out = gqa_weighted(probs, value.to(work))  # (B, H, Tq, Dv)
     sink = CAPTURE.get()
     if sink is not None:
         p = probs[0]  # (H, Tq, Tk)

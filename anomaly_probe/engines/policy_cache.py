@@ -13,13 +13,17 @@ key, never accumulated), so with head-wise kept sets each head has its own posit
 The probe per policy: at each eviction, per layer, the attention mass thrown away (sum of the last
 query's weights on the evicted keys, averaged over query heads; Cold Compress's "attention loss") and
 the kept set's age profile (median and maximum of ``newest token - kept token``, averaged over heads).
+With a :class:`~anomaly_probe.engines.decision_trace.DecisionTrace` it also records every decision.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
+from anomaly_probe.engines.decision_trace import DecisionTrace
 from anomaly_probe.engines.policy_attention import Captured
 from anomaly_probe.errors import UserError
 from anomaly_probe.methods.base import CacheMethod, LayerView
@@ -45,10 +49,14 @@ class PolicyCache:
         The model's rotary embedding (``in-cache`` only).
     num_layers : int
         Decoder layers.
+    trace : DecisionTrace, optional
+        Where to record every decision (kept sets, the policy's rounding levels).
     """
 
-    def __init__(self, method: CacheMethod, mode: str, rope: RopeSpec | None, num_layers: int) -> None:
+    def __init__(self, method: CacheMethod, mode: str, rope: RopeSpec | None, num_layers: int,
+                 trace: DecisionTrace | None = None) -> None:
         self.method = method
+        self.trace = trace
         self.mode = mode
         self.rope = rope
         self.positions: list[torch.Tensor | None] = [None] * num_layers  # (Hkv, n) absolute token index
@@ -94,7 +102,8 @@ class PolicyCache:
                 acc = self.accumulated[i]
                 pad = cap.summed.new_zeros(hkv, keys.shape[2] - (0 if acc is None else acc.shape[1]))
                 self.accumulated[i] = (pad if acc is None else torch.cat([acc, pad], 1)) + cap.summed
-            changed = self._quantize(layer, i, seen_before)
+            with self.trace.recording(self.seen - 1, i) if self.trace is not None else contextlib.nullcontext():
+                changed = self._quantize(layer, i, seen_before)
             kept = None
             if due:
                 view = LayerView(i, self._stored_keys(layer, i)[0], layer.values[0], self.positions[i],
@@ -104,6 +113,8 @@ class PolicyCache:
             if kept is not None:
                 losses.append(self._loss(cap, kept, keys.shape[2]))
                 self._evict(layer, i, kept)
+                if self.trace is not None:
+                    self.trace.add(self.seen - 1, i, "kept", self.positions[i])  # (Hkv, m) absolute tokens
                 age = (self.seen - 1 - self.positions[i]).float()  # (Hkv, m)
                 med.append(float(age.median(dim=1).values.mean()))
                 mx.append(float(age.amax(dim=1).mean()))

@@ -14,7 +14,9 @@ A method answers, in absolute token indices ``t`` (the query) and ``j`` (a key):
   method's position mode assigns (sinks + recent-window rule; the policy engines derive them from the
   cache for every other policy: in-cache positions are per head, each key at its slot in its head);
 * :meth:`CacheMethod.ablations` -- the method-side checks the policy declares (runs that remove one
-  ingredient of it), judged by the ``ablation`` hypothesis.
+  ingredient of it), judged by the ``ablation`` hypothesis;
+* :func:`record_decision` -- how a :meth:`~CacheMethod.quantize` reports its discrete choices (the
+  integer levels it rounded to) to the engines' decision trace; kept sets are traced by the engine.
 
 Semantics follow the StreamingLLM evaluation loop: the new token is appended, attention runs over
 the cache plus the new token, and *then* the cache is evicted down to its capacity. With
@@ -26,8 +28,9 @@ Sinks and a recent window are options of every policy (``sink_size``, ``recent_s
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Callable, ClassVar, NamedTuple
 
 import torch
 
@@ -41,6 +44,31 @@ next slot (StreamingLLM paper). ``absolute``: keys keep their original positions
 its true position. ``naive``: HF's post-RoPE cache is evicted as is, and transformers derives every
 new position from the cache length, so new tokens stop advancing once the cache is full.
 """
+
+
+DECISIONS: ContextVar[Callable[[str, torch.Tensor], None] | None] = ContextVar("anomaly_probe_decisions",
+                                                                            default=None)
+"""``sink(kind, integers)``: set by a policy engine around :meth:`CacheMethod.quantize` while it traces
+decisions (:mod:`anomaly_probe.engines.decision_trace`); ``None`` otherwise."""
+
+
+def record_decision(kind: str, choice: torch.Tensor) -> None:
+    """Report a discrete choice (e.g. the integer levels of a rounded group) to the engine's decision trace.
+
+    Two engines that take the same choices must give the same NLL; a choice that a float rounding
+    difference flips (a value on a rounding boundary) explains where they part. Observe-only: does
+    nothing unless an engine traces decisions.
+
+    Parameters
+    ----------
+    kind : str
+        What was decided, e.g. ``"K levels"``.
+    choice : torch.Tensor
+        The choice as integers, any shape (compared exactly).
+    """
+    sink = DECISIONS.get()
+    if sink is not None:
+        sink(kind, choice)
 
 
 @dataclass
@@ -211,6 +239,9 @@ class CacheMethod:
             Absolute token index of every slot, shape (Hkv, n).
         seen_before, seen : int
             Tokens the model had consumed before and after this forward.
+
+        A policy that rounds should report its integer levels with :func:`record_decision`, so that
+        ``check`` can say where a float rounding flip made two engines part.
         """
         return None
 

@@ -22,39 +22,72 @@ from typing import ClassVar
 import torch
 
 from anomaly_probe.errors import UserError
-from anomaly_probe.methods.base import Ablation, CacheMethod, LayerView
+from anomaly_probe.methods.base import Ablation, CacheMethod, LayerView, record_decision
 from anomaly_probe.methods.full import FullCache
 
 GROUPINGS = ("channel", "token")
 
 
+def _work(x: torch.Tensor) -> torch.dtype:
+    """float32, or float64 for a float64 ``x`` (the engines' float64 equality proof stays float64)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def quantize_levels(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer levels of ``x`` on ``2**bits`` steps between ``lo`` and ``hi`` (broadcasting), and the step.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``levels`` (x's shape, integers 0..2**bits-1 stored as floats) and ``scale`` (broadcast shape of
+        lo/hi), both in float32 (float64 for a float64 ``x``).
+    """
+    top = 2 ** bits - 1
+    scale = (hi - lo).clamp_min(1e-8) / top
+    return ((x.to(_work(x)) - lo) / scale).round().clamp(0, top), scale
+
+
 def fake_quantize(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int) -> torch.Tensor:
-    """Round ``x`` to ``2**bits`` levels between ``lo`` and ``hi`` (broadcasting), in float32; x's dtype out."""
-    levels = 2 ** bits - 1
-    scale = (hi - lo).clamp_min(1e-8) / levels
-    q = ((x.float() - lo) / scale).round().clamp(0, levels)
+    """Round ``x`` to ``2**bits`` levels between ``lo`` and ``hi`` (broadcasting), in float32 (float64 for
+    float64); x's dtype out."""
+    q, scale = quantize_levels(x, lo, hi, bits)
     return (q * scale + lo).to(x.dtype)
 
 
-def quantize_per_token(x: torch.Tensor, group: int, bits: int) -> torch.Tensor:
-    """Each token's vector in groups of ``group`` channels: x (Hkv, n, D) -> same shape."""
+def quantize_per_token(x: torch.Tensor, group: int, bits: int, rows: torch.Tensor | None = None,
+                       kind: str = "V levels") -> torch.Tensor:
+    """Each token's vector in groups of ``group`` channels: x (Hkv, n, D) -> same shape.
+
+    ``rows`` (Hkv, n) bool: the slots to round (all when ``None``; the others are returned unchanged);
+    their levels go to :func:`~anomaly_probe.methods.base.record_decision` as ``kind``.
+    """
     hkv, n, d = x.shape
     g = min(group, d)
     if d % g:
         raise UserError(f"kv_quant: head dimension {d} is not a multiple of group_size {g}")
-    xg = x.float().reshape(hkv, n, d // g, g)  # (Hkv, n, D/g, g)
-    out = fake_quantize(xg, xg.amin(-1, keepdim=True), xg.amax(-1, keepdim=True), bits)
-    return out.reshape(hkv, n, d).to(x.dtype)
+    xg = x.to(_work(x)).reshape(hkv, n, d // g, g)  # (Hkv, n, D/g, g)
+    lo, hi = xg.amin(-1, keepdim=True), xg.amax(-1, keepdim=True)  # (Hkv, n, D/g, 1)
+    q, scale = quantize_levels(xg, lo, hi, bits)
+    out = (q * scale + lo).reshape(hkv, n, d).to(x.dtype)
+    if rows is None:
+        rows = torch.ones(hkv, n, dtype=torch.bool, device=x.device)
+    record_decision(kind, q.reshape(hkv, n, d)[rows].to(torch.uint8))  # (n_rounded, D)
+    return torch.where(rows[..., None], out, x)
 
 
-def quantize_per_channel(x: torch.Tensor, members: torch.Tensor, bits: int) -> torch.Tensor:
-    """Each channel over the slots in ``members`` (Hkv, n) bool, per head: x (Hkv, n, D) -> same shape."""
+def quantize_per_channel(x: torch.Tensor, members: torch.Tensor, bits: int, kind: str = "K levels") -> torch.Tensor:
+    """Each channel over the slots in ``members`` (Hkv, n) bool, per head: x (Hkv, n, D) -> same shape.
+
+    The members' levels go to :func:`~anomaly_probe.methods.base.record_decision` as ``kind``."""
     m = members[..., None]  # (Hkv, n, 1)
-    xf = x.float()
+    xf = x.to(_work(x))
     lo = torch.where(m, xf, torch.inf).amin(dim=1, keepdim=True)  # (Hkv, 1, D)
     hi = torch.where(m, xf, -torch.inf).amax(dim=1, keepdim=True)
     lo, hi = torch.where(torch.isfinite(lo), lo, 0.0), torch.where(torch.isfinite(hi), hi, 0.0)
-    return torch.where(m, fake_quantize(xf, lo, hi, bits), xf).to(x.dtype)
+    q, scale = quantize_levels(xf, lo, hi, bits)
+    record_decision(kind, q[members].to(torch.uint8))  # (n_members, D)
+    return torch.where(m, q * scale + lo, xf).to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -135,13 +168,12 @@ class KVQuant(CacheMethod):
         if stop == first or not bool(done.any()):
             return None
         out = []
-        for x, how in ((keys, self.key_group), (values, self.value_group)):
+        for x, how, what in ((keys, self.key_group, "K"), (values, self.value_group, "V")):
             if how == "token":
-                q = quantize_per_token(x, G, self.bits)
-                out.append(torch.where(done[..., None], q, x))
+                out.append(quantize_per_token(x, G, self.bits, done, f"{what} levels"))
             else:
                 for g in range(first, stop):
-                    x = quantize_per_channel(x, group == g, self.bits)
+                    x = quantize_per_channel(x, group == g, self.bits, f"{what} levels")
                 out.append(x)
         return out[0], out[1]
 

@@ -9,7 +9,9 @@ tokens have not been evicted yet); the ``heavy_size`` best-scored of the others 
 Ties: scores are compared with :data:`SCORE_BITS` significant bits (relative steps of ~1e-3) and
 equal ones go to the newer token. Exact ties are common (in the first layer a key's norm depends only
 on its token), and float rounding noise (~1e-7, e.g. one query per forward vs a chunk) would otherwise
-pick a different key in the stepwise and the chunked engine. kvpress compares raw scores.
+pick a different key in the stepwise and the chunked engine. kvpress compares raw scores. A score
+within float32 noise of a 10-bit step can still flip; the engines' equality contract covers that
+(:mod:`anomaly_probe.engines.chunked_equality`: float32 up to the first differing decision, float64 after).
 """
 
 from __future__ import annotations

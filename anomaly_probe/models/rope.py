@@ -48,13 +48,15 @@ class RopeSpec:
         Returns
         -------
         torch.Tensor
-            Same shape and dtype as ``x``. Angles are computed in float64, the product in float32.
+            Same shape and dtype as ``x``. Angles are computed in float64, the product in float32 (float64
+            for a float64 ``x``: the engines' float64 equality proof must not pass through float32).
         """
         r = self.rotary_ndims
+        work = torch.promote_types(x.dtype, torch.float32)
         freqs = delta.to(torch.float64)[..., None] * self.inv_freq.to(device=x.device, dtype=torch.float64)
         emb = torch.cat([freqs, freqs], dim=-1)  # (..., T, r)
-        cos, sin = emb.cos().to(torch.float32), emb.sin().to(torch.float32)
-        xr = x[..., :r].to(torch.float32)
+        cos, sin = emb.cos().to(work), emb.sin().to(work)
+        xr = x[..., :r].to(work)
         half = r // 2
         rot_half = torch.cat([-xr[..., half:], xr[..., :half]], dim=-1)
         out = xr * cos + rot_half * sin

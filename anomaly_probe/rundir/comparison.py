@@ -33,9 +33,15 @@ class Comparison(Record):
         method_acc - baseline_acc.
     nonfinite_excluded_tokens : int or None
         Entries cut after a NaN/inf (only when some were).
+    nll_gap_ci_low, nll_gap_ci_high : float or None
+        Block-bootstrap CI of ``nll_gap_mean`` over every compared token (the headline's statistic,
+        :class:`~anomaly_probe.stats.thresholds.Thresholds` defaults), nats/token; absent in older runs.
+    ci_level : float or None
+        Its level (0.95).
     """
 
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"nonfinite_excluded_tokens"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"nonfinite_excluded_tokens", "nll_gap_ci_low", "nll_gap_ci_high",
+                                                    "ci_level"})
     REQUIRED: ClassVar[tuple[str, ...]] = ("max_tokens",)
 
     max_tokens: int
@@ -50,6 +56,9 @@ class Comparison(Record):
     nll_gap_mean: float | None = None
     acc_diff: float | None = None
     nonfinite_excluded_tokens: int | None = None
+    nll_gap_ci_low: float | None = None
+    nll_gap_ci_high: float | None = None
+    ci_level: float | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -92,13 +101,29 @@ def compare(baseline_label: str, method_label: str, max_tokens: int,
     base_acc = meth_acc = None
     if correct is not None:
         base_acc, meth_acc = _mean(np.concatenate(correct["b"])), _mean(np.concatenate(correct["m"]))
+    lo, hi, level = _gap_ci([b - m for b, m in zip(nll["b"], nll["m"])])
     return Comparison(
         max_tokens=max_tokens, baseline=baseline_label, method=method_label, num_samples=len(arrays),
         tokens_scored=int(base_nll.size), baseline_ppl=_ppl(_mean(base_nll)), method_ppl=_ppl(_mean(meth_nll)),
         baseline_acc=base_acc, method_acc=meth_acc, nll_gap_mean=_mean(base_nll - meth_nll),
         acc_diff=None if base_acc is None or meth_acc is None else meth_acc - base_acc,
         nonfinite_excluded_tokens=int(excluded) if excluded else None,
+        nll_gap_ci_low=lo, nll_gap_ci_high=hi, ci_level=level,
     )
+
+
+def _gap_ci(gaps: list[np.ndarray]) -> tuple[float | None, float | None, float | None]:
+    """Block-bootstrap CI of the mean per-token gap over the samples ``gaps`` (each (T_s,), nats), the
+    way the headline computes it; Nones without tokens or with a non-finite entry."""
+    from anomaly_probe.stats.bootstrap import make_blocks, mean_ci
+    from anomaly_probe.stats.thresholds import Thresholds
+
+    if not sum(g.size for g in gaps) or not all(np.isfinite(g).all() for g in gaps):
+        return None, None, None
+    th = Thresholds()
+    blocks = make_blocks([np.asarray(g, dtype=np.float64)[:, None] for g in gaps], th.block_tokens)
+    _, lo, hi = mean_ci(blocks, 0, th.n_boot, th.ci_level)
+    return lo, hi, th.ci_level
 
 
 def _mean(x: np.ndarray) -> float:
