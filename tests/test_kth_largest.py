@@ -1,0 +1,47 @@
+"""kth_largest (the top-k intervention's threshold) equals torch.topk's k-th value on every kind of row."""
+
+import pytest
+import torch
+
+from anomaly_probe.attention.kth_largest import kth_largest
+
+
+def _want(x, k):
+    return x.topk(k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("m,k", [(12000, 257), (5000, 257), (300, 257), (257, 257), (40, 1), (1000, 999), (64, 3)])
+def test_equals_topk(m, k):
+    pytest.importorskip("numba")
+    g = torch.Generator().manual_seed(m + k)
+    x = torch.randn(2, 3, 7, m, generator=g) * 5
+    x[0, 0, 0, : m // 2] = -float("inf")  # masked keys
+    x[0, 1, 1] = torch.round(x[0, 1, 1])  # many ties
+    x[1, 2, 3, ::3] = 1e30  # huge values
+    assert torch.equal(kth_largest(x, k), _want(x, k))
+
+
+def test_adversarial_rows_where_the_sample_misleads():
+    pytest.importorskip("numba")
+    m, k = 12000, 257
+    x = torch.zeros(3, m)
+    x[0, 1::16] = 1.0  # every sampled key is small, the large ones sit between the samples
+    x[0, ::16] = -1.0
+    x[1, :300] = 5.0  # the top keys all at the start
+    x[2] = torch.arange(m, dtype=torch.float32)  # sorted
+    assert torch.equal(kth_largest(x, k), _want(x, k))
+
+
+def test_nan_rows_follow_torch():
+    x = torch.randn(4, 1000)
+    x[1, 10] = float("nan")
+    got, want = kth_largest(x, 20), _want(x, 20)
+    assert torch.isnan(got[1]).all() and torch.isnan(want[1]).all()
+    assert torch.allclose(got, want, equal_nan=True)
+
+
+def test_other_dtypes_use_torch():
+    x = torch.randn(3, 500, dtype=torch.float64)
+    assert torch.equal(kth_largest(x, 10), _want(x, 10))
+    with pytest.raises(ValueError):
+        kth_largest(x, 0)
