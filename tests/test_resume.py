@@ -9,17 +9,16 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from anomaly_probe.cli import main
+from tests.run_numbers import run_numbers
 
 # The stepwise engine makes each unit take ~0.5 s on tiny-neox: long enough to interrupt after the first.
 ARGS = ["--model", "tiny-neox", "--hypothesis", "numerics", "--max-tokens", "300", "--num-samples", "3",
         "--recent-size", "28", "--engine", "stepwise"]
 UNITS = 9  # 3 samples x (baseline, method, numerics' emulated-fp16 run)
-TIMINGS = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step", "unit_seconds", "trace_seconds"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -27,12 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 def numbers(run_dir) -> dict:
     """What must not change between an interrupted + resumed run and an uninterrupted one."""
-    res = json.loads((run_dir / "results.json").read_text())
-    runs = {r["key"]: {k: v for k, v in r.items() if k not in TIMINGS} for r in res["runs"]}
-    arrays = {}
-    for r in res["runs"]:
-        with np.load(run_dir / r["tokens_file"]) as z:
-            arrays[r["key"]] = {k: z[k].tolist() for k in z.files}
+    res, runs, arrays = run_numbers(run_dir)
     return {"runs": runs, "arrays": arrays, "comparisons": res["comparisons"], "verdicts": res["verdicts"],
             "headline": res["headline"], "failures": res["failures"]}
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from anomaly_probe.cli import main
+from tests.run_numbers import run_numbers
 from anomaly_probe.rundir.lock import LOCK_NAME
 
 SMALL = ["--model", "tiny-neox", "--max-tokens", "60", "--num-samples", "2", "--recent-size", "12"]
-TIMINGS = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -28,12 +28,7 @@ def _results(run_dir) -> dict:
 
 
 def _numbers(run_dir) -> dict:
-    res = _results(run_dir)
-    runs = {r["key"]: {k: v for k, v in r.items() if k not in TIMINGS} for r in res["runs"]}
-    arrays = {}
-    for r in res["runs"]:
-        with np.load(run_dir / r["tokens_file"]) as z:
-            arrays[r["key"]] = {k: z[k].tolist() for k in z.files}
+    res, runs, arrays = run_numbers(run_dir)
     return {"runs": runs, "arrays": arrays, "comparisons": res["comparisons"], "verdicts": res["verdicts"],
             "headline": res["headline"], "status": res["status"], "failures": res["failures"]}
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from anomaly_probe.cli import main
+from tests.run_numbers import run_numbers
 
 # 4 cells: two tiny-neox sizes with different trained contexts x two lengths (each past the context).
 GRID = ["--model", "tiny-neox:ctx=64", "tiny-neox:hidden=32,layers=1", "--max-tokens", "160", "288",
         "--recent-size", "28", "--hypothesis", "none"]
-TIMINGS = {"seconds", "tok_per_s", "peak_rss_bytes", "trace_bytes_per_step"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -29,12 +29,7 @@ def cell_numbers(sweep_dir) -> dict:
     out = {}
     for cell in index["cells"]:
         folder = sweep_dir / cell["folder"]
-        res = json.loads((folder / "results.json").read_text())
-        runs = {r["key"]: {k: v for k, v in r.items() if k not in TIMINGS} for r in res["runs"]}
-        arrays = {}
-        for r in res["runs"]:
-            with np.load(folder / r["tokens_file"]) as z:
-                arrays[r["key"]] = {k: z[k].tolist() for k in z.files}
+        res, runs, arrays = run_numbers(folder)
         config = {k: v for k, v in res["config"].items() if k != "out"}
         out[cell["name"]] = {"runs": runs, "arrays": arrays, "comparisons": res["comparisons"],
                              "verdicts": res["verdicts"], "model": res["model"], "config": config}
