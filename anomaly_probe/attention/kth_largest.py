@@ -19,10 +19,13 @@ import torch
 _KERNEL = None
 
 
-def _compile():
+def _compile(boundscheck: bool = False):
+    """The kernel; ``boundscheck`` (tests) raises IndexError on any out-of-range access instead of writing."""
     import numba
 
-    @numba.njit(nogil=True, cache=True)
+    jit = numba.njit(nogil=True, cache=not boundscheck, boundscheck=boundscheck)
+
+    @jit
     def sift_down(heap, i, k):  # pragma: no cover - compiled
         v = heap[i]
         while True:
@@ -37,7 +40,7 @@ def _compile():
             i = c
         heap[i] = v
 
-    @numba.njit(nogil=True, cache=True)
+    @jit
     def kth_of(vals, n, k, heap):  # pragma: no cover - compiled
         """k-th largest of vals[:n] (k <= n): a min-heap of the k largest so far."""
         for j in range(k):
@@ -51,14 +54,15 @@ def _compile():
                 sift_down(heap, 0, k)
         return heap[0]
 
-    @numba.njit(nogil=True, cache=True)
+    @jit
     def kernel(x, k, out):  # pragma: no cover - compiled
         R, m = x.shape
-        heap = np.empty(k, dtype=np.float32)
         buf = np.empty(m, dtype=np.float32)
         step = max(1, m // (8 * k))  # a strided sample of about 8k keys
         n_s = (m + step - 1) // step
         want = k // step + 3 * int(np.sqrt(k / step)) + 2  # a sample rank that lies below the k-th largest
+        sample = step > 1 and want < n_s  # step 1: the sample would be the row itself
+        heap = np.empty(max(k, want), dtype=np.float32)  # kth_of writes heap[:rank]
         for r in range(R):
             row = x[r]
             nan = False
@@ -68,7 +72,7 @@ def _compile():
                 out[r] = np.nan  # the caller asks torch (NaN orders first there)
                 continue
             c = 0
-            if want < n_s:  # keys at or above the sample's want-th largest: usually a little more than k
+            if sample:  # keys at or above the sample's want-th largest: usually a little more than k
                 for i in range(n_s):
                     buf[i] = row[i * step]
                 thr = kth_of(buf, n_s, want, heap)
