@@ -29,17 +29,19 @@ _KERNEL = None
 THREADS: int | None = None  # threads the rows are split over (default: torch's intra-op count)
 
 
-def _compile():
+def _compile(boundscheck: bool = False):
     """The numba kernel (compiled once per process; numba's on-disk cache makes later processes fast).
 
     Each row is read a few times while it sits in the core's cache (a row of 12000 keys is 48 KB):
     max/min in 16 lanes (a plain ``max`` reduction does not vectorise), then the weighted sums, then
-    the underflow counts only for rows whose smallest weight is near a bound."""
+    the underflow counts only for rows whose smallest weight is near a bound. ``boundscheck`` (tests)
+    raises IndexError on any out-of-range access."""
     import numba
 
     lanes = 16
 
-    @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+    @numba.njit(nogil=True, cache=not boundscheck, boundscheck=boundscheck,
+                fastmath={"reassoc", "contract", "nsz", "arcp"})
     def kernel(x, p, dist, sink, row_off, recent, hidden, b16, bbf, out):  # pragma: no cover - compiled
         R, m = x.shape
         zero, one, inf = np.float32(0.0), np.float32(1.0), np.float32(np.inf)
