@@ -26,7 +26,6 @@ from typing import Callable
 import torch
 
 from anomaly_probe.attention.gqa import gqa_scores, gqa_weighted
-from anomaly_probe.attention.kth_largest import kth_largest
 from anomaly_probe.attention.masks import visible_from_mask
 from anomaly_probe.attention.spans import RowSpans, spans_of
 
@@ -155,7 +154,7 @@ def softmax_chunk(logits: torch.Tensor, visible: torch.Tensor | None, full_cols:
     if visible is not None and full_cols < logits.shape[-1]:
         logits[..., full_cols:].masked_fill_(~visible[..., full_cols:], fill)
     if topk is not None and topk < logits.shape[-1]:
-        kth = kth_largest(logits, topk)  # (B, H, c, 1), = topk(...).values.amin(-1)
+        kth = logits.topk(topk, dim=-1, sorted=False).values.amin(-1, keepdim=True)  # (B, H, c, 1)
         dropped = logits < kth
         logits = logits.masked_fill(dropped, fill)
         if observe is not None:  # the observer's hidden keys: masked or dropped
