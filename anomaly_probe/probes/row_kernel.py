@@ -26,7 +26,6 @@ SUMS = ("hi", "lo", "p_max", "spx", "n_vis", "dist", "sink", "recent",
 """Columns of :func:`row_sums`' result."""
 
 _KERNEL = None
-THREADS: int | None = None  # threads the rows are split over (default: torch's intra-op count)
 
 
 def _compile(boundscheck: bool = False):
@@ -149,7 +148,7 @@ def row_sums(x: torch.Tensor, p: torch.Tensor, dist: torch.Tensor, sink: torch.T
     out = np.empty((R, len(SUMS)), dtype=np.float32)
     args = [x.numpy(), p.numpy(), dist.numpy(), sink.numpy(), row_off.numpy(), np.float32(recent),
             np.float32(hidden), np.float32(bounds[0]), np.float32(bounds[1]), out]
-    parts = min(THREADS or torch.get_num_threads(), R)
+    parts = min(torch.get_num_threads(), R)
     if parts <= 1:
         _KERNEL(*args)
     else:  # rows split over threads (the kernel releases the GIL); numba's own pool would fight torch's
