@@ -72,8 +72,17 @@ def stats_path(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["1", "3"])
+def chunk_workers(request, monkeypatch):
+    """Chunks in the calling thread, or on three worker threads (each the probe observes concurrently)."""
+    from anomaly_probe.attention import fused
+
+    monkeypatch.setenv(fused.WORKERS_ENV, request.param)
+    return int(request.param)
+
+
 @pytest.mark.parametrize("chunk_elements", [1 << 20, 3 * 60 * 5])  # one chunk; chunks of 5 query rows
-def test_chunk_statistics_equal_the_readable_definitions(chunk_elements, stats_path):
+def test_chunk_statistics_equal_the_readable_definitions(chunk_elements, stats_path, chunk_workers):
     q, k, v, visible, info = _random_case()
     out, cols, _ = _probe_one_forward(q, k, v, visible, info, recent=7, chunk_elements=chunk_elements)
     logits = (q @ k.transpose(-1, -2))[0]  # (H, Tq, Tk), scaling 1
@@ -87,7 +96,7 @@ def test_chunk_statistics_equal_the_readable_definitions(chunk_elements, stats_p
     assert torch.allclose(out[0].transpose(0, 1), w @ v[0], atol=1e-5)
 
 
-def test_stride_records_every_nth_query_with_the_same_statistics(stats_path):
+def test_stride_records_every_nth_query_with_the_same_statistics(stats_path, chunk_workers):
     q, k, v, visible, info = _random_case()
     _, full, full_rows = _probe_one_forward(q, k, v, visible, info, recent=7, chunk_elements=3 * 60 * 5)
     _, some, some_rows = _probe_one_forward(q, k, v, visible, info, recent=7, chunk_elements=3 * 60 * 5, stride=4)
@@ -96,6 +105,24 @@ def test_stride_records_every_nth_query_with_the_same_statistics(stats_path):
     for name in ATTN_METRICS:
         a, b = some[f"layers.0.attn.{name}"], full[f"layers.0.attn.{name}"][keep]
         assert np.allclose(a, b, equal_nan=True), name
+
+
+def test_chunk_workers_keep_the_callers_thread_count_and_surface_errors(monkeypatch):
+    from anomaly_probe.attention import fused
+
+    monkeypatch.setenv(fused.WORKERS_ENV, "2")
+    q, k, v, visible, info = _random_case()
+    before = torch.get_num_threads()
+    seen = []
+    fused_attention(_Layer(), q, k, v, visible[None, None], 1.0, chunk_elements=3 * 60 * 5,
+                    observe=lambda chunk: seen.append(chunk.rows))
+    assert torch.get_num_threads() == before and sorted(seen) == [(i, i + 5) for i in range(0, 24, 5)][:4] + [(20, 24)]
+
+    def boom(chunk):
+        raise RuntimeError("observer failed")
+
+    with pytest.raises(RuntimeError, match="observer failed"):
+        fused_attention(_Layer(), q, k, v, visible[None, None], 1.0, chunk_elements=3 * 60 * 5, observe=boom)
 
 
 def test_fused_kernel_equals_plain_attention_with_gqa_and_no_mask():

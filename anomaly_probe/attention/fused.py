@@ -20,6 +20,7 @@ a fresh multi-megabyte tensor per op costs page faults that double the time of a
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,6 +29,7 @@ import torch
 from anomaly_probe.attention.gqa import gqa_scores, gqa_weighted
 from anomaly_probe.attention.masks import visible_from_mask
 from anomaly_probe.attention.spans import RowSpans, spans_of
+from anomaly_probe.attention.topk import kth_largest
 
 CHUNK_ELEMENTS = 1 << 21  # float32 scores per query chunk (8 MiB): stays near the caches
 HIDDEN = -1e30  # score of a hidden key when an observer reads the scores (finite, unlike -inf)
@@ -154,7 +156,7 @@ def softmax_chunk(logits: torch.Tensor, visible: torch.Tensor | None, full_cols:
     if visible is not None and full_cols < logits.shape[-1]:
         logits[..., full_cols:].masked_fill_(~visible[..., full_cols:], fill)
     if topk is not None and topk < logits.shape[-1]:
-        kth = logits.topk(topk, dim=-1, sorted=False).values.amin(-1, keepdim=True)  # (B, H, c, 1)
+        kth = kth_largest(logits, topk)  # (B, H, c, 1); ties at it are kept
         dropped = logits < kth
         logits = logits.masked_fill(dropped, fill)
         if observe is not None:  # the observer's hidden keys: masked or dropped
@@ -226,26 +228,112 @@ def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     visible, bias, spans = _mask_view(attention_mask, Tq, Tk, query.device)  # (1|B, 1|H, Tq, Tk)
     out = torch.empty(B, H, Tq, v.shape[-1], dtype=cd, device=query.device)
     step = max(1, chunk_elements // max(1, B * H * Tk))
-    size = B * H * min(step, Tq) * Tk  # the largest chunk's scores
-    buffers = [torch.empty(size, dtype=cd, device=query.device) for _ in range(2 if observe is None else 3)]
-    for lo in range(0, Tq, step):
-        hi = min(lo + step, Tq)
-        vis = None if visible is None else (visible[..., lo:hi, :] if visible.shape[-2] > 1 else visible)
-        a, b, full = (0, Tk, Tk) if spans is None else spans.chunk(*((lo, hi) if visible.shape[-2] > 1 else (0, 1)))
-        q = _round(query[:, :, lo:hi].to(cd), recipe.round_to)
-        shape = (B, H, hi - lo, b - a)
-        views = [buf[:B * H * (hi - lo) * (b - a)].view(shape) for buf in buffers]  # contiguous, reused
-        logits = gqa_scores(q * scale, k[:, :, a:b], dtype=cd, out=views[0])  # (B, H, c, b - a)
-        logits = _round(logits, recipe.round_to)
-        if softcap is not None:
-            logits = torch.tanh(logits / softcap) * softcap
-        if bias is not None:  # an additive float mask's biases on visible keys (sdpa adds them too)
-            logits = logits + (bias[..., lo:hi, a:b] if bias.shape[-2] > 1 else bias[..., a:b]).to(cd)
-        vis_ab = None if vis is None else vis[..., a:b]
-        full = full - a  # columns [0, full) of the chunk need no mask
-        weights = softmax_chunk(logits, vis_ab, full, topk=recipe.topk, observe=observe, module=module,
-                                rows=(lo, hi), cols=slice(a, b), n_keys=Tk, out=views[1],
-                                scratch=views[2] if observe is not None else None)
-        weights = _round(weights, recipe.round_to)
-        out[:, :, lo:hi] = gqa_weighted(weights, v[:, :, a:b])  # (B, H, c, Dv)
+    starts = list(range(0, Tq, step))
+    job = _Chunks(module, query, k, v, visible, bias, spans, out, step, scale, recipe, observe, softcap)
+    workers = chunk_workers(query.device, len(starts))
+    if workers == 1:
+        job.run(starts)
+    else:  # chunks dealt round-robin (later chunks see more keys); each worker keeps the caller's context
+        pool = _pool(workers)
+        futures = [pool.submit(contextvars.copy_context().run, _in_worker, job.run, starts[i::workers])
+                   for i in range(workers)]
+        for f in futures:
+            f.result()  # re-raises a worker's error
+        torch.set_num_threads(torch.get_num_threads())  # the count new threads start with (a worker set 1)
     return out.to(query.dtype).transpose(1, 2).contiguous()  # (B, Tq, H, Dv)
+
+
+WORKERS_ENV = "ANOMALY_PROBE_CHUNK_WORKERS"
+"""Environment variable that fixes the number of chunk workers (a positive integer; 1: none)."""
+
+
+def chunk_workers(device: torch.device, n_chunks: int) -> int:
+    """Threads that each run whole query chunks (CPU only; at most one per intra-op thread and chunk).
+
+    On the CPU a chunk's ops are small enough that the intra-op pool's fork/join around each op, and
+    its spinning workers, cost as much as the work (the statistics kernel ran slower with two
+    threads than with one). Whole chunks on ``torch.get_num_threads()`` worker threads, each with
+    one intra-op thread, keep every chunk in its core's cache and need no synchronisation until the
+    end of the call. Results equal the serial loop's up to float rounding of the matmuls.
+    """
+    import os
+
+    from anomaly_probe.threads import can_toggle
+
+    if device.type != "cpu" or n_chunks < 2:
+        return 1
+    fixed = os.environ.get(WORKERS_ENV, "").strip()
+    n = int(fixed) if fixed.isdigit() and int(fixed) > 0 else torch.get_num_threads()
+    if n > 1 and not can_toggle(torch.get_num_threads()):  # a worker could not set its own count
+        return 1
+    return max(1, min(n, n_chunks))
+
+
+_POOL: list = []  # [(workers, ThreadPoolExecutor)], kept for the process
+
+
+def _pool(n: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not _POOL or _POOL[0][0] != n:
+        if _POOL:
+            _POOL[0][1].shutdown(wait=False)
+        _POOL[:] = [(n, ThreadPoolExecutor(n, thread_name_prefix="fused-chunks"))]
+    return _POOL[0][1]
+
+
+def _in_worker(fn: Callable, *args) -> None:
+    """Run ``fn(*args)`` on a worker thread with one intra-op thread. With OpenMP, the count a thread
+    sets is its own (OpenMP's and MKL's per-thread settings): the caller's thread keeps its count, and
+    restores the process-wide count new threads start from afterwards."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    fn(*args)
+
+
+@dataclass
+class _Chunks:
+    """Everything the chunk loop of one :func:`fused_attention` call reads (shared by its workers)."""
+
+    module: torch.nn.Module
+    query: torch.Tensor  # (B, H, Tq, D)
+    k: torch.Tensor  # (B, Hkv, Tk, D), compute dtype, rounded
+    v: torch.Tensor
+    visible: torch.Tensor | None  # (1|B, 1|H, Tq|1, Tk)
+    bias: torch.Tensor | None
+    spans: RowSpans | None
+    out: torch.Tensor  # (B, H, Tq, Dv), compute dtype; each chunk writes its rows
+    step: int  # query rows per chunk
+    scale: float
+    recipe: Recipe
+    observe: Observer | None
+    softcap: float | None
+
+    def run(self, starts: list[int]) -> None:
+        """Compute the chunks starting at query rows ``starts`` (scratch buffers of their own)."""
+        B, H, Tq, _ = self.query.shape
+        Tk = self.k.shape[-2]
+        cd, rnd, visible, bias = self.recipe.compute_dtype, self.recipe.round_to, self.visible, self.bias
+        size = B * H * min(self.step, Tq) * Tk  # the largest chunk's scores
+        buffers = [torch.empty(size, dtype=cd, device=self.query.device)
+                   for _ in range(2 if self.observe is None else 3)]
+        for lo in starts:
+            hi = min(lo + self.step, Tq)
+            per_row = visible is not None and visible.shape[-2] > 1
+            vis = None if visible is None else (visible[..., lo:hi, :] if per_row else visible)
+            a, b, full = (0, Tk, Tk) if self.spans is None else self.spans.chunk(*((lo, hi) if per_row else (0, 1)))
+            q = _round(self.query[:, :, lo:hi].to(cd), rnd)
+            shape = (B, H, hi - lo, b - a)
+            views = [buf[:B * H * (hi - lo) * (b - a)].view(shape) for buf in buffers]  # contiguous, reused
+            logits = gqa_scores(q * self.scale, self.k[:, :, a:b], dtype=cd, out=views[0])  # (B, H, c, b - a)
+            logits = _round(logits, rnd)
+            if self.softcap is not None:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            if bias is not None:  # an additive float mask's biases on visible keys (sdpa adds them too)
+                logits = logits + (bias[..., lo:hi, a:b] if bias.shape[-2] > 1 else bias[..., a:b]).to(cd)
+            vis_ab = None if vis is None else vis[..., a:b]
+            weights = softmax_chunk(logits, vis_ab, full - a, topk=self.recipe.topk, observe=self.observe,
+                                    module=self.module, rows=(lo, hi), cols=slice(a, b), n_keys=Tk,
+                                    out=views[1], scratch=views[2] if self.observe is not None else None)
+            weights = _round(weights, rnd)
+            self.out[:, :, lo:hi] = gqa_weighted(weights, self.v[:, :, a:b])  # (B, H, c, Dv)

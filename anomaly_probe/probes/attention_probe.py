@@ -22,6 +22,7 @@ device as small tensors and move to the CPU in batches.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -92,6 +93,7 @@ class AttentionProbe:
         self._keys: tuple | None = None  # (info, device, key_w (Tk, 3), q_off (Tq,)) of the current forward
         self.calls = 0
         self.unrecorded_calls = 0
+        self._lock = threading.Lock()  # observe_chunk may be called from the fused kernel's workers
         self._info: StepInfo | None = None
         self._base = 0
         self._offsets: dict[int, int] = {}  # layer -> query rows of the current forward already seen
@@ -228,21 +230,26 @@ class AttentionProbe:
         self._keep(stats.transpose(1, 2)[:, None], [[layer]], [first], slots=[[0]])
 
     def observe_chunk(self, chunk: ScoredChunk) -> None:
-        """Record one query chunk of the fused attention (an ``Observer`` of :mod:`anomaly_probe.attention.fused`)."""
+        """Record one query chunk of the fused attention (an ``Observer`` of :mod:`anomaly_probe.attention.fused`).
+
+        Thread-safe: the fused kernel may run a call's chunks on several worker threads at once, in any
+        order (the bookkeeping is locked; the statistics, the costly part, are not)."""
         lo, hi = chunk.rows
         if chunk.logits.shape[0] != 1:
             raise ValueError(f"attention probe: batch size 1 only, got {tuple(chunk.logits.shape)}")
-        where = self._step(chunk.module, hi - lo)
-        if where is None:
-            return
-        select, first = self.rows.chunk_rows(self._info, lo, hi)
-        if select is not None and select.numel() == 0:
-            return
-        key_w, q_off = self._key_weights(chunk.n_keys, chunk.logits.device)
+        with self._lock:
+            where = self._step(chunk.module, hi - lo)
+            if where is None:
+                return
+            select, first = self.rows.chunk_rows(self._info, lo, hi)
+            if select is not None and select.numel() == 0:
+                return
+            key_w, q_off = self._key_weights(chunk.n_keys, chunk.logits.device)
         rows = slice(lo, hi) if select is None else lo + select
         with torch.no_grad():
             stats = chunk_stats(chunk, key_w[chunk.cols], q_off[rows], self.recent, select)  # (1, H, c', M)
-        self._keep(stats.transpose(1, 2)[:, None], [[where[0]]], [first], slots=[[0]])
+        with self._lock:
+            self._keep(stats.transpose(1, 2)[:, None], [[where[0]]], [first], slots=[[0]])
 
     def _key_weights(self, n_keys: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Key weights (Tk, 3) and query offsets (Tq,) of the current forward, on ``device`` (made once per
