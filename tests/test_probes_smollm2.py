@@ -40,13 +40,14 @@ def test_smollm2_logits_unchanged_with_probes(smollm2, smol_ids):
     assert trace["layers.29.attn.entropy"].shape == (40, model.config.num_attention_heads)
 
 
-def test_smollm2_stepwise_nll_identical_and_stats_finite(smollm2, smol_ids):
+def test_smollm2_stepwise_nll_unchanged_and_stats_finite(smollm2, smol_ids):
     model = smollm2.model
     ids, method = smol_ids[:48], StreamingLLM(4, 20, "absolute")
     plain = score_stepwise(model, ids, method)
     with ProbeSession(model, ALL) as probes:
         probed = score_stepwise(model, ids, method, observer=probes)
-    assert np.array_equal(plain.nll, probed.nll) and np.array_equal(plain.correct, probed.correct)
+    # the probe attends from its own scores: the same NLL within float32 rounding, the same argmax
+    assert np.max(np.abs(plain.nll - probed.nll)) <= 1e-4 and np.array_equal(plain.correct, probed.correct)
     trace = probes.trace()
     for L in range(model.config.num_hidden_layers):
         for name in ATTN_METRICS:

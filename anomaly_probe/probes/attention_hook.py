@@ -13,8 +13,12 @@ Two paths:
   recipe is plain float32 attention (the same NLL within 1e-4 nats, tested), for an intervention
   (``fn.recipe``) its own recipe (the same numbers as the intervention alone). No second pass over
   the keys.
-* **recording** (single-query forwards, half-precision models, other implementations): the function
-  returns exactly what the previous implementation returns (it calls it first, with the same
+* **single query** (the stepwise engine's forwards in float32 with sdpa/eager): a recorder that offers
+  ``record_qk`` (our :class:`~anomaly_probe.probes.attention_probe.AttentionProbe`) scores the layer's
+  query into its batch and computes the attention from those scores (softmax, ``P @ V``; the same
+  NLL within 1e-4 nats, tested): one score matmul per layer, not two.
+* **recording** (half-precision models, other implementations, interventions' single queries): the
+  function returns exactly what the previous implementation returns (it calls it first, with the same
   arguments). On the side, for a recorder that offers ``record_qk`` (our
   :class:`~anomaly_probe.probes.attention_probe.AttentionProbe`), it hands over the layer's query and
   key of a small forward; otherwise, or for a large forward, it recomputes the scaled scores in
@@ -84,6 +88,13 @@ def _make_recording_attention(delegate: Callable, recipe: Recipe | None = None,
     output plus one recorder call per query chunk."""
     visible_cache = _VisibleCache()
 
+    def plain_float32(query, args, kwargs) -> bool:
+        """Whether the probe may compute a single query's attention itself (what sdpa/eager compute, in
+        float32): the stepwise engine then scores each layer once, not twice."""
+        return (recipe == Recipe() and not any_dtype and query.dtype == torch.float32 and not args
+                and kwargs.get("dropout", 0.0) in (0, 0.0, None)
+                and not any(kwargs.get(k) is not None for k in UNFUSABLE_KWARGS))
+
     def recording_attention_forward(module, query, key, value, attention_mask, *args, **kwargs):
         recorder = ATTENTION_RECORDER.get()
         scaling = kwargs.get("scaling")
@@ -97,17 +108,24 @@ def _make_recording_attention(delegate: Callable, recipe: Recipe | None = None,
             with torch.no_grad():
                 return fused_attention(module, query, key, value, attention_mask, float(scaling), recipe,
                                        observe, softcap), None
+        Tq, Tk = query.shape[2], key.shape[2]
+
+        def mask():
+            return visible_cache.get(attention_mask, 0, Tq, Tq, Tk, query.device)
+
+        record_qk = getattr(recorder, "record_qk", None)  # our probe scores small forwards itself, into its batch
+        recorded = None  # True: recorded (or a query the stride skips); False: too large for record_qk
+        if record_qk is not None and Tq == 1 and plain_float32(query, args, kwargs):
+            recorded = record_qk(module, query, key, float(scaling), softcap, mask, value=value)
+            if isinstance(recorded, torch.Tensor):  # the probe attended from its own scores
+                return recorded, None
         out = delegate(module, query, key, value, attention_mask, *args, **kwargs)
         if recorder is None:
             return out
-        Tq, Tk = query.shape[2], key.shape[2]
-        record_qk = getattr(recorder, "record_qk", None)
-        if record_qk is not None:  # our probe scores small forwards itself, into its batch
-            def mask():
-                return visible_cache.get(attention_mask, 0, Tq, Tq, Tk, query.device)
-
-            if record_qk(module, query, key, float(scaling), softcap, mask):
-                return out
+        if record_qk is not None and recorded is None:
+            recorded = record_qk(module, query, key, float(scaling), softcap, mask)
+        if recorded:
+            return out
         with torch.no_grad():
             for lo, scores in scores_in_chunks(query, key, float(scaling), softcap):
                 visible, bias = visible_cache.get(attention_mask, lo, scores.shape[2], Tq, Tk, scores.device)

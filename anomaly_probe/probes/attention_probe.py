@@ -28,6 +28,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
+from anomaly_probe.attention import gqa_weighted
 from anomaly_probe.attention.fused import ScoredChunk
 from anomaly_probe.probes.attention_stats import ATTN_METRICS, COUNT_METRICS, fused_stats, key_weights
 from anomaly_probe.probes.chunk_stats import chunk_stats
@@ -139,18 +140,22 @@ class AttentionProbe:
             self._entries.append(_Entry(*where, visible, logits.float().clone()))
 
     def record_qk(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, scaling: float,
-                  softcap: float | None, mask: Callable[[], tuple]) -> bool:
+                  softcap: float | None, mask: Callable[[], tuple],
+                  value: torch.Tensor | None = None) -> bool | torch.Tensor:
         """Score a small forward's query (1, H, Tq, D) against its key (1, Hkv, Tk, D) and record it.
 
         ``mask()`` returns ``(visible, bias)`` for all the forward's queries (see
         :func:`~anomaly_probe.attention.masks.visible_from_mask`); it is called only when the
-        forward is accepted.
+        forward is accepted. With ``value`` (1, Hkv, Tk, Dv) the probe also computes the attention
+        from the same scores (softmax, ``P @ V``) so that the caller need not score the keys again:
+        the stepwise engine's single-query forwards then pay one score matmul, not two.
 
         Returns
         -------
-        bool
+        bool or torch.Tensor
             False, recording nothing, when the forward is too large (the caller then passes scores
-            in query chunks to ``__call__``).
+            in query chunks to ``__call__``); the attention output (1, Tq, H, Dv) when ``value`` was
+            given and the scores were computed; else True.
         """
         _, H, Tq, _ = query.shape
         Tk = key.shape[2]
@@ -169,10 +174,16 @@ class AttentionProbe:
             r = self._open_row(H, Tq, Tk, visible, row_lo, query.device)
             if r is None:  # this layer differs from the forward's first (e.g. its own mask)
                 s = scaled_scores(query, key, scaling, softcap)
-                self._entries.append(_Entry(layer, row_lo, visible, s if bias is None else s + bias))
+                s = s if bias is None else s + bias
+                self._entries.append(_Entry(layer, row_lo, visible, s))
             else:
-                scores_into(self._batch.slot(r, layer), query, key, scaling, softcap, bias)
-        return True
+                s = self._batch.slot(r, layer)[None]  # (1, H, Tq, Tk) view of the batch row
+                scores_into(s[0], query, key, scaling, softcap, bias)
+            if value is None:
+                return True
+            if visible is not None:
+                s = s.masked_fill(~visible, float("-inf"))  # a copy: the recorded scores stay as they are
+            return gqa_weighted(torch.softmax(s, dim=-1), value.float()).transpose(1, 2).contiguous()
 
     def _open_row(self, H: int, Tq: int, Tk: int, visible: torch.Tensor | None, row_lo: int,
                   device: torch.device) -> int | None:
