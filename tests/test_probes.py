@@ -422,3 +422,43 @@ def test_run_command_writes_the_trace(tmp_path, capsys):
         assert {"cache.kv_len", "process.rss_bytes", "layers.1.attn.sink_mass"} <= set(trace)
     sinks = load_trace(out / runs[1]["trace_file"])["sink_size"]
     assert (sinks == 4).all()  # the method under test: StreamingLLM 4 + 28
+
+
+def test_stat_batches_are_reused_and_keep_each_forwards_numbers(monkeypatch):
+    """Emptied batches serve later forwards (also shorter ones: stale keys past a row's length must stay
+    hidden); every step's statistics equal the readable definitions."""
+    from anomaly_probe.probes import stat_batch
+    from anomaly_probe.probes.attention_probe import AttentionProbe
+    from anomaly_probe.probes.rows import StepRows
+
+    monkeypatch.setattr(stat_batch, "BATCH_ELEMENTS", 2 * 2 * 3 * 80)  # two forwards per batch
+    rows = StepRows(1)
+    probe = AttentionProbe(rows, num_layers=2, recent=5)
+    g = torch.Generator().manual_seed(4)
+    layers = [torch.nn.Module() for _ in range(2)]
+    for i, m in enumerate(layers):
+        m.layer_idx = i
+    batches, want = set(), []
+    for T in (40, 41, 30, 42, 44, 36, 45, 20):  # caches grow and shrink (a compressed method)
+        info = step(T, sink=2)
+        token = CURRENT_STEP.set(info)
+        try:
+            for m in layers:
+                q, k, v = (torch.randn(1, 3, 1, 8, generator=g), torch.randn(1, 3, T, 8, generator=g),
+                           torch.randn(1, 3, T, 8, generator=g))
+                out = probe.record_qk(m, q, k, 0.5, None, lambda: (None, None), value=v)
+                logits = (q * 0.5) @ k.transpose(-1, -2)  # (1, 3, 1, T)
+                assert torch.allclose(out[0, 0], (torch.softmax(logits, -1) @ v)[0, :, 0], atol=1e-6)
+                want.append(reference(logits[0], torch.ones(1, T, dtype=torch.bool), info, recent=5))
+                batches.add(id(probe._batch))
+        finally:
+            CURRENT_STEP.reset(token)
+        probe.end_forward()
+    cols = probe.columns(rows.n)
+    assert len(batches) < 5  # 8 forwards, two per batch: reused
+    for s in range(8):
+        for L in range(2):
+            for name in ATTN_METRICS:
+                got = cols[f"layers.{L}.attn.{name}"][s].astype(np.float64)
+                np.testing.assert_allclose(got, want[2 * s + L][name][:, 0], rtol=2e-5, atol=2e-6,
+                                           err_msg=f"step {s} layer {L} {name}")

@@ -196,8 +196,13 @@ class AttentionProbe:
             return None
         key_w, q_off = key_weights(self._info, slice(row_lo, row_lo + Tq), Tk, self.sink_size)
         if self._batch is None or not self._batch.fits(H, Tq, Tk, device):
+            spent = self._batch
             self.flush()
-            self._batch = StatBatch(self.num_layers, H, Tq, Tk, device, self.recent)
+            spent = spent if spent is not None and spent.row0 == [] else None  # flushed, reusable
+            if spent is not None and spent.reusable(H, Tq, Tk, device):
+                self._batch = spent
+            else:
+                self._batch = StatBatch(self.num_layers, H, Tq, Tk, device, self.recent)
         r = self._batch.open(Tk, visible, key_w, q_off, self._base + row_lo)
         self._row = (key, visible, r)
         return r
@@ -272,11 +277,12 @@ class AttentionProbe:
         return self._keys[2], self._keys[3]
 
     def flush(self) -> None:
-        """Reduce the current batch."""
+        """Reduce the current batch (emptied, kept for reuse by the next forward of the same shape)."""
         batch, self._batch = self._batch, None
         if batch is not None and batch.row0:
             stats, written, row0 = batch.reduce()
             self._keep(stats, written, row0, slots=written)
+            batch.reset()
 
     def _keep(self, stats: torch.Tensor, layers: list[list[int]], row0: list[int], slots: list[list[int]]) -> None:
         """Store results (R, L', Tq, H, M): row r's ``layers[r]`` sit at ``slots[r]`` of axis 1."""

@@ -4,8 +4,10 @@ A stepwise run makes one small forward per token; reducing each alone would laun
 :func:`~anomaly_probe.probes.attention_stats.fused_stats` per token. A :class:`StatBatch` copies each
 forward's (layers x heads, Tq, Tk) logits into row ``r`` of a preallocated buffer whose key axis is a
 little longer than needed; padding keys are simply not visible. One reduction then serves up to
-``capacity`` forwards. The buffer is kept small (1 MiB) so that the reduction's passes run in cache;
-a forward that fills it alone gets a batch of its own without padding or mask.
+``capacity`` forwards. The buffer is kept to 4 MiB so that the reduction's passes stay near the core;
+a forward that fills it alone gets a batch of its own. An emptied batch is reused by the next forwards
+of the same shape while their keys fit (:meth:`StatBatch.reset`): a fresh buffer per forward cost
+page faults on first write that exceeded the score matmuls writing into it (3x at 500 keys).
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import torch
 
 from anomaly_probe.probes.attention_stats import fused_stats
 
-BATCH_ELEMENTS = 1 << 18  # float32 logits per batch (1 MiB): the reduction's passes stay in cache
+BATCH_ELEMENTS = 1 << 20  # float32 logits per batch (4 MiB): the reduction's passes stay near the core
 MAX_ROWS = 64  # forwards per batch
-MIN_ROWS = 8  # fewer would not repay the padding and masking passes
 
 
 class StatBatch:
@@ -44,9 +45,7 @@ class StatBatch:
         self.recent = recent  # window of the recent_mass statistic (tokens)
         self.key_cap = n_keys + max(16, n_keys // 8)  # room for a growing cache
         per_row = num_layers * heads * n_queries * self.key_cap
-        self.capacity = min(MAX_ROWS, BATCH_ELEMENTS // per_row)
-        if self.capacity < MIN_ROWS:  # batching would save little: one forward, no padding, no mask
-            self.capacity, self.key_cap = 1, n_keys
+        self.capacity = max(1, min(MAX_ROWS, BATCH_ELEMENTS // per_row))  # one forward when it fills the batch
         self.masked = False  # whether any row has hidden keys (a mask, or padding)
         rows = self.capacity
         self.x = torch.empty((rows, num_layers * heads, n_queries, self.key_cap), dtype=torch.float32, device=device)
@@ -61,6 +60,11 @@ class StatBatch:
     def batchable(visible: torch.Tensor | None) -> bool:
         """Whether a forward's mask is shared by all layers and heads (a (Tq, Tk) pattern)."""
         return visible is None or all(d == 1 for d in visible.shape[:-2])
+
+    def reusable(self, heads: int, n_queries: int, n_keys: int, device: torch.device) -> bool:
+        """Whether an emptied batch (:meth:`reset`) can take forwards of this shape."""
+        return (not self.row0 and n_keys <= self.key_cap and heads == self.heads and n_queries == self.n_queries
+                and device == self.device)
 
     def fits(self, heads: int, n_queries: int, n_keys: int, device: torch.device) -> bool:
         return (len(self.row0) < self.capacity and n_keys <= self.key_cap and heads == self.heads
@@ -86,6 +90,8 @@ class StatBatch:
             self.visible[r, 0, :, :tk] = True
         else:
             self.visible[r, 0, :, :tk] = visible.reshape(self.n_queries, tk)
+        if tk < self.key_cap:
+            self.visible[r, 0, :, tk:] = False  # padding (a reused buffer may hold an earlier row's True)
         self.masked = self.masked or visible is not None or tk < self.key_cap  # keys beyond tk stay hidden
         self.key_w[r, :tk].copy_(key_w)
         self.q_off[r].copy_(q_off)
@@ -93,6 +99,12 @@ class StatBatch:
         self.written.append([])
         self._views.append(self.x[r, :, :, :tk].unflatten(0, (self.num_layers, self.heads)))  # (L, H, Tq, tk)
         return r
+
+    def reset(self) -> None:
+        """Empty the batch, keeping its buffers (a fresh multi-hundred-KB buffer per forward costs page
+        faults on first write that cost more than the scores written into it)."""
+        self.row0, self.written, self._views = [], [], []
+        self.masked = False
 
     def slot(self, r: int, layer: int) -> torch.Tensor:
         """Where row ``r`` keeps ``layer``'s scores: a float32 view of shape (heads, Tq, Tk of the row)."""
