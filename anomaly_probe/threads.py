@@ -48,3 +48,19 @@ class intra_op_threads:
     def __exit__(self, *exc) -> None:
         if self.previous:
             torch.set_num_threads(self.previous)
+
+
+_POOLS: dict[str, tuple] = {}  # prefix -> (workers, ThreadPoolExecutor), kept for the process
+
+
+def worker_pool(prefix: str, n: int):
+    """A ``ThreadPoolExecutor`` of ``n`` workers named ``prefix``, kept for the process (replaced when ``n``
+    changes). For compiled or torch work that releases the GIL (the fused kernel's chunks, the row kernel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    held = _POOLS.get(prefix)
+    if held is None or held[0] != n:
+        if held is not None:
+            held[1].shutdown(wait=False)
+        held = _POOLS[prefix] = (n, ThreadPoolExecutor(n, thread_name_prefix=prefix))
+    return held[1]

@@ -30,6 +30,7 @@ from anomaly_probe.attention.gqa import gqa_scores, gqa_weighted
 from anomaly_probe.attention.masks import visible_from_mask
 from anomaly_probe.attention.spans import RowSpans, spans_of
 from anomaly_probe.attention.topk import kth_largest
+from anomaly_probe.threads import can_toggle, worker_pool
 
 CHUNK_ELEMENTS = 1 << 21  # float32 scores per query chunk (8 MiB): stays near the caches
 HIDDEN = -1e30  # score of a hidden key when an observer reads the scores (finite, unlike -inf)
@@ -234,7 +235,7 @@ def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     if workers == 1:
         job.run(starts)
     else:  # chunks dealt round-robin (later chunks see more keys); each worker keeps the caller's context
-        pool = _pool(workers)
+        pool = worker_pool("fused-chunks", workers)
         futures = [pool.submit(contextvars.copy_context().run, _in_worker, job.run, starts[i::workers])
                    for i in range(workers)]
         for f in futures:
@@ -258,8 +259,6 @@ def chunk_workers(device: torch.device, n_chunks: int) -> int:
     """
     import os
 
-    from anomaly_probe.threads import can_toggle
-
     if device.type != "cpu" or n_chunks < 2:
         return 1
     fixed = os.environ.get(WORKERS_ENV, "").strip()
@@ -267,19 +266,6 @@ def chunk_workers(device: torch.device, n_chunks: int) -> int:
     if n > 1 and not can_toggle(torch.get_num_threads()):  # a worker could not set its own count
         return 1
     return max(1, min(n, n_chunks))
-
-
-_POOL: list = []  # [(workers, ThreadPoolExecutor)], kept for the process
-
-
-def _pool(n: int):
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not _POOL or _POOL[0][0] != n:
-        if _POOL:
-            _POOL[0][1].shutdown(wait=False)
-        _POOL[:] = [(n, ThreadPoolExecutor(n, thread_name_prefix="fused-chunks"))]
-    return _POOL[0][1]
 
 
 def _in_worker(fn: Callable, *args) -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from anomaly_probe.threads import worker_pool
+
 SUMS = ("hi", "lo", "p_max", "spx", "n_vis", "dist", "sink", "recent",
         "fp16_count", "fp16_mass", "bf16_count", "bf16_mass")
 """Columns of :func:`row_sums`' result."""
@@ -112,20 +114,6 @@ def _compile(boundscheck: bool = False):
     return kernel
 
 
-_POOL: list = []
-
-
-def _pool(n: int):
-    """A thread pool of ``n`` workers, kept for the process."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not _POOL or _POOL[0][0] != n:
-        if _POOL:
-            _POOL[0][1].shutdown(wait=False)
-        _POOL[:] = [(n, ThreadPoolExecutor(n, thread_name_prefix="row-kernel"))]
-    return _POOL[0][1]
-
-
 def available(t: torch.Tensor) -> bool:
     """Whether :func:`row_sums` can serve ``t`` (a CPU float32 tensor, numba importable)."""
     if t.device.type != "cpu" or t.dtype != torch.float32:
@@ -176,7 +164,7 @@ def row_sums(x: torch.Tensor, p: torch.Tensor, dist: torch.Tensor, sink: torch.T
         _KERNEL(*args)
     else:  # rows split over threads (the kernel releases the GIL); numba's own pool would fight torch's
         cuts = np.linspace(0, R, parts + 1).astype(int)
-        jobs = [_pool(parts).submit(_KERNEL, *(a[lo:hi] if i in (0, 1, 4, 9) else a for i, a in enumerate(args)))
+        jobs = [worker_pool("row-kernel", parts).submit(_KERNEL, *(a[lo:hi] if i in (0, 1, 4, 9) else a for i, a in enumerate(args)))
                 for lo, hi in zip(cuts[:-1], cuts[1:])]
         for job in jobs:
             job.result()
