@@ -13,7 +13,8 @@ and the fp16/bf16-emulated attention (``interventions/manual_attention.py``). Pe
    second pass over the keys;
 4. ``P @ V`` through the shared GQA path.
 
-Memory is bounded by the chunk (:data:`CHUNK_ELEMENTS` scores), never a T x T map. The scores, the
+Memory is bounded by the chunk (:data:`CHUNK_ELEMENTS` scores) times the chunk workers (on the CPU, one
+per intra-op thread, at most :data:`MAX_WORKERS`; see :func:`chunk_workers`), never a T x T map. The scores, the
 weights and an observer's scratch live in buffers allocated once per call and reused by every chunk:
 a fresh multi-megabyte tensor per op costs page faults that double the time of a pass on the CPU.
 """
@@ -244,6 +245,7 @@ def fused_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     return out.to(query.dtype).transpose(1, 2).contiguous()  # (B, Tq, H, Dv)
 
 
+MAX_WORKERS = 16  # each holds up to three chunk buffers (24 MiB): at most 384 MiB of scratch in all
 WORKERS_ENV = "ANOMALY_PROBE_CHUNK_WORKERS"
 """Environment variable that fixes the number of chunk workers (a positive integer; 1: none)."""
 
@@ -265,7 +267,7 @@ def chunk_workers(device: torch.device, n_chunks: int) -> int:
     n = int(fixed) if fixed.isdigit() and int(fixed) > 0 else torch.get_num_threads()
     if n > 1 and not can_toggle(torch.get_num_threads()):  # a worker could not set its own count
         return 1
-    return max(1, min(n, n_chunks))
+    return max(1, min(n, n_chunks, MAX_WORKERS))
 
 
 def _in_worker(fn: Callable, *args) -> None:
