@@ -24,11 +24,14 @@ numba is imported on the first call (nothing at import time); compiled code is c
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
 SAMPLE = 256  # sampled values per row
 _KERNEL = None
+_COMPILING = threading.Lock()
 
 
 def _compile(boundscheck: bool = False):
@@ -158,7 +161,9 @@ def kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
         return x.topk(k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
     global _KERNEL
     if _KERNEL is None:
-        _KERNEL = _compile()
+        with _COMPILING:  # the fused kernel's chunk workers may arrive together: compile (and cache) once
+            if _KERNEL is None:
+                _KERNEL = _compile()
     rows = x.reshape(-1, x.shape[-1])  # (R, m): a view when x is contiguous
     out = np.empty(rows.shape[0], dtype=np.float32)
     nan = np.empty(rows.shape[0], dtype=np.bool_)

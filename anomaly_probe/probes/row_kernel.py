@@ -18,6 +18,8 @@ numba is imported on the first call (nothing at import time); compiled code is c
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -28,6 +30,7 @@ SUMS = ("hi", "lo", "p_max", "spx", "n_vis", "dist", "sink", "recent",
 """Columns of :func:`row_sums`' result."""
 
 _KERNEL = None
+_COMPILING = threading.Lock()
 
 
 def _compile(boundscheck: bool = False):
@@ -154,7 +157,9 @@ def row_sums(x: torch.Tensor, p: torch.Tensor, dist: torch.Tensor, sink: torch.T
     """
     global _KERNEL
     if _KERNEL is None:
-        _KERNEL = _compile()
+        with _COMPILING:  # the fused kernel's chunk workers may arrive together: compile (and cache) once
+            if _KERNEL is None:
+                _KERNEL = _compile()
     R = x.shape[0]
     out = np.empty((R, len(SUMS)), dtype=np.float32)
     args = [x.numpy(), p.numpy(), dist.numpy(), sink.numpy(), row_off.numpy(), np.float32(recent),
