@@ -69,7 +69,7 @@ class _VisibleCache:
 
 FUSABLE = ("sdpa", "eager")
 """Implementations the fused kernel may replace while probing (float32 queries only)."""
-UNFUSABLE_KWARGS = ("sliding_window", "s_aux")
+UNFUSABLE_KWARGS = ("sliding_window", "s_aux", "head_mask")
 """Attention arguments the fused kernel does not implement: such layers keep the recording path."""
 
 
