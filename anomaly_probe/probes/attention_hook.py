@@ -73,6 +73,11 @@ UNFUSABLE_KWARGS = ("sliding_window", "s_aux", "head_mask")
 """Attention arguments the fused kernel does not implement: such layers keep the recording path."""
 
 
+def _fusable_args(args: tuple, kwargs: dict) -> bool:
+    """Whether an attention call passes nothing the probe's own attention does not implement."""
+    return not args and not any(kwargs.get(k) is not None for k in UNFUSABLE_KWARGS)
+
+
 def _fused_recipe(delegate: Callable, implementation: str) -> tuple[Recipe | None, bool]:
     """The recipe the fused kernel runs in place of ``delegate`` (``None``: never fuse), and whether it
     applies to any query dtype (an intervention's recipe) or to float32 queries only (sdpa, eager)."""
@@ -91,9 +96,8 @@ def _make_recording_attention(delegate: Callable, recipe: Recipe | None = None,
     def plain_float32(query, args, kwargs) -> bool:
         """Whether the probe may compute a single query's attention itself (what sdpa/eager compute, in
         float32): the stepwise engine then scores each layer once, not twice."""
-        return (recipe == Recipe() and not any_dtype and query.dtype == torch.float32 and not args
-                and kwargs.get("dropout", 0.0) in (0, 0.0, None)
-                and not any(kwargs.get(k) is not None for k in UNFUSABLE_KWARGS))
+        return (recipe == Recipe() and not any_dtype and query.dtype == torch.float32
+                and kwargs.get("dropout", 0.0) in (0, 0.0, None) and _fusable_args(args, kwargs))
 
     def recording_attention_forward(module, query, key, value, attention_mask, *args, **kwargs):
         recorder = ATTENTION_RECORDER.get()
@@ -102,9 +106,8 @@ def _make_recording_attention(delegate: Callable, recipe: Recipe | None = None,
             scaling = getattr(module, "scaling", None) or query.shape[-1] ** -0.5
         softcap = kwargs.get("softcap")
         observe = getattr(recorder, "observe_chunk", None)
-        if (observe is not None and recipe is not None and query.shape[2] > 1 and not args
-                and (any_dtype or query.dtype == torch.float32)
-                and not any(kwargs.get(k) is not None for k in UNFUSABLE_KWARGS)):
+        if (observe is not None and recipe is not None and query.shape[2] > 1
+                and (any_dtype or query.dtype == torch.float32) and _fusable_args(args, kwargs)):
             with torch.no_grad():
                 return fused_attention(module, query, key, value, attention_mask, float(scaling), recipe,
                                        observe, softcap), None

@@ -198,8 +198,7 @@ class AttentionProbe:
         if self._batch is None or not self._batch.fits(H, Tq, Tk, device):
             spent = self._batch
             self.flush()
-            spent = spent if spent is not None and spent.row0 == [] else None  # flushed, reusable
-            if spent is not None and spent.reusable(H, Tq, Tk, device):
+            if spent is not None and spent.reusable(H, Tq, Tk, device):  # flushed (emptied), same shape
                 self._batch = spent
             else:
                 self._batch = StatBatch(self.num_layers, H, Tq, Tk, device, self.recent)
